@@ -1,0 +1,37 @@
+# calib — set-up, demo, tests, benchmarks. Every target installs what it needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+
+.PHONY: install demo test test-fast bench lint clean
+
+install: $(STAMP)
+
+# torch==2.13.0 first: a CPU build of it lies on the development machines' disk, and a plain
+# `torch` requirement would otherwise pull a CUDA build of several GB.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python examples/quickstart.py
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+bench: install
+	$(BIN)/python benchmarks/logpost.py
+
+lint: install
+	$(BIN)/ruff check calib emulators simulators tests benchmarks examples
+	$(BIN)/ruff format --check calib emulators simulators tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,145 @@
+"""Experimental campaigns: the observed data of one batch, site or year."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Campaign"]
+
+
+def _as_float_array(value: Any, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} must be an array of numbers, got {type(value).__name__}") from None
+    return arr
+
+
+class Campaign:
+    """The observations of one experimental campaign.
+
+    Parameters
+    ----------
+    name : str
+        Unique among the campaigns of a calibration.
+    x : array of shape (n, p), (n,) or None
+        Control inputs of the ``n`` observations (a 1-D array is one input). ``None`` for a
+        simulator with no control inputs.
+    y : array of shape (n,) or (n, m)
+        Observed outputs; ``NaN`` marks a missing value. For a simulator with ``m > 1``
+        outputs and ``x=None``, a 1-D ``y`` of length ``m`` is one observation of every output.
+    noise_sd : float, array of shape (n,) or (n, m), or None
+        Known observation-error sd; ``None`` when the noise is to be inferred.
+
+    Raises
+    ------
+    ValueError
+        No rows, rows of ``x`` and ``y`` that disagree, NaN or inf in ``x``, inf in ``y``,
+        no observed value at all, or a ``noise_sd`` that is not finite and positive.
+    """
+
+    def __init__(self, name: str, x: Any = None, y: Any = None, noise_sd: Any = None):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Campaign: name must be a non-empty string, got {name!r}")
+        self.name = name
+        if y is None:
+            raise ValueError(f"Campaign '{name}': y is required, got None")
+        y = _as_float_array(y, f"Campaign '{name}': y")
+        if y.ndim == 0:
+            y = y.reshape(1)
+        if y.ndim > 2:
+            raise ValueError(f"Campaign '{name}': y must be 1-D or 2-D, got shape {y.shape}")
+        if y.shape[0] == 0 or y.size == 0:
+            raise ValueError(f"Campaign '{name}': y has no rows")
+        if np.isinf(y).any():
+            raise ValueError(f"Campaign '{name}': y contains inf (use NaN for a missing value)")
+        if np.isnan(y).all():
+            raise ValueError(f"Campaign '{name}': y has no observed value (all NaN)")
+        if x is not None:
+            x = _as_float_array(x, f"Campaign '{name}': x")
+            if x.ndim == 1:
+                x = x.reshape(-1, 1)
+            if x.ndim != 2:
+                raise ValueError(f"Campaign '{name}': x must be 1-D or 2-D, got shape {x.shape}")
+            if x.shape[0] != y.shape[0]:
+                raise ValueError(
+                    f"Campaign '{name}': y has {y.shape[0]} rows but x has {x.shape[0]}"
+                )
+            if not np.isfinite(x).all():
+                bad = int((~np.isfinite(x)).any(axis=1).sum())
+                raise ValueError(f"Campaign '{name}': x contains NaN or inf in {bad} row(s)")
+        self.x = x
+        self.y = y
+        if noise_sd is not None:
+            noise_sd = _as_float_array(noise_sd, f"Campaign '{name}': noise_sd")
+            if not (np.isfinite(noise_sd).all() and (noise_sd > 0).all()):
+                raise ValueError(
+                    f"Campaign '{name}': noise_sd must be finite and > 0, got {noise_sd!r}"
+                )
+            if noise_sd.ndim > 2:
+                raise ValueError(
+                    f"Campaign '{name}': noise_sd must be a scalar, (n,) or (n, m), "
+                    f"got shape {noise_sd.shape}"
+                )
+        self.noise_sd = noise_sd
+
+    def shaped(self, p: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``x (n, p)``, ``y (n, m)`` and ``noise_sd (n, m)`` or ``None`` for a simulator with
+        ``p`` control inputs and ``m`` outputs; a clear ``ValueError`` where they disagree."""
+        y = self.y
+        if y.ndim == 1:
+            if m == 1:
+                y = y.reshape(-1, 1)
+            elif self.x is None and y.shape[0] == m:
+                y = y.reshape(1, m)
+            else:
+                raise ValueError(
+                    f"Campaign '{self.name}': y has shape {y.shape} but the simulator has "
+                    f"{m} outputs: give y of shape (n, {m})"
+                )
+        if y.shape[1] != m:
+            raise ValueError(
+                f"Campaign '{self.name}': y has {y.shape[1]} columns but the simulator has "
+                f"{m} outputs"
+            )
+        n = y.shape[0]
+        if self.x is None:
+            if p != 0:
+                raise ValueError(
+                    f"Campaign '{self.name}': x is None but the simulator has {p} control "
+                    f"input(s)"
+                )
+            x = np.zeros((n, 0))
+        else:
+            x = self.x
+            if x.shape[1] != p:
+                raise ValueError(
+                    f"Campaign '{self.name}': x has {x.shape[1]} columns but the simulator has "
+                    f"{p} control input(s)"
+                )
+        noise = None
+        if self.noise_sd is not None:
+            s = self.noise_sd
+            if s.ndim == 0:
+                noise = np.full((n, m), float(s))
+            elif s.ndim == 1 and s.shape[0] == n:
+                noise = np.repeat(s.reshape(n, 1), m, axis=1)
+            elif s.shape == (n, m):
+                noise = s.copy()
+            elif s.ndim == 1 and n == 1 and s.shape[0] == m:
+                noise = s.reshape(1, m).copy()
+            else:
+                raise ValueError(
+                    f"Campaign '{self.name}': noise_sd has shape {s.shape}, expected a scalar, "
+                    f"({n},) or ({n}, {m})"
+                )
+        return x, y, noise
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "x": self.x, "y": self.y, "noise_sd": self.noise_sd}
+
+    def __repr__(self) -> str:
+        nobs = int(np.isfinite(self.y).sum())
+        return f"Campaign({self.name!r}, rows={self.y.shape[0]}, observed={nobs})"

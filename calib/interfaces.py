@@ -1,0 +1,102 @@
+"""The plug-in contracts: what a simulator and an emulator must provide.
+
+A plug-in implements a handful of attributes and methods and nothing else is required of
+it (DESIGN.md §3). These are :class:`typing.Protocol` classes: a plug-in does not inherit
+from them, it only has to match them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Simulator", "Emulator", "Prediction", "SimulatorError"]
+
+
+class SimulatorError(RuntimeError):
+    """A simulator failed to produce a usable output (raised, crashed, timed out)."""
+
+
+@runtime_checkable
+class Simulator(Protocol):
+    """A computer model ``η(x, θ)``.
+
+    Attributes
+    ----------
+    input_names : tuple of str
+        Control inputs ``x`` (may be empty).
+    parameter_names : tuple of str
+        Calibration parameters ``θ``.
+    output_names : tuple of str
+        The ``m ≥ 1`` outputs of one run.
+    output_coords : ndarray of shape (m, r) or None
+        Coordinates of the outputs (a sensor position, a time), used by the discrepancy
+        kernel; ``None`` when the outputs have no natural coordinates.
+
+    Methods
+    -------
+    run(x, theta) -> ndarray of shape (m,)
+        One run at control input ``x`` of shape ``(p,)`` and parameters ``theta`` of shape
+        ``(q,)``.
+    run_batch(X, Theta) -> ndarray of shape (n, m)
+        Optional: many runs at once, for vectorized simulators.
+    """
+
+    input_names: tuple[str, ...]
+    parameter_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    output_coords: np.ndarray | None
+
+    def run(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Prediction:
+    """Predictive distribution at ``n`` points for ``m`` outputs.
+
+    Attributes
+    ----------
+    mean : ndarray of shape (n, m)
+    var : ndarray of shape (n, m)
+        Marginal predictive variances.
+    cov : ndarray of shape (m, n, n) or None
+        Covariance across the ``n`` points, per output, when asked for.
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    cov: np.ndarray | None = None
+
+    @property
+    def sd(self) -> np.ndarray:
+        """Marginal predictive standard deviations, shape ``(n, m)``."""
+        return np.sqrt(self.var)
+
+
+@runtime_checkable
+class Emulator(Protocol):
+    """A statistical surrogate of a simulator, fitted on its runs.
+
+    Inputs are ``(n, p + q)``: the control-input columns first, then the parameter columns.
+    ``predict_torch`` is the batched, differentiable path the likelihood uses: for inputs
+    ``(n_walkers, n_points, p + q)`` it returns the mean ``(n_walkers, n_points, m)`` and the
+    predictive covariance ``(n_walkers, m, n_points, n_points)``.
+    """
+
+    def fit(self, inputs: np.ndarray, outputs: np.ndarray) -> Emulator: ...
+
+    def predict(self, inputs: np.ndarray, full_cov: bool = False) -> Prediction: ...
+
+    def predict_torch(self, inputs: Any) -> tuple[Any, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Emulator: ...
+
+
+def is_emulator(obj: object) -> bool:
+    """True when ``obj`` offers the emulator path used by the likelihood."""
+    return callable(getattr(obj, "predict_torch", None))

@@ -1,0 +1,215 @@
+"""Calibration parameters: bounds, prior, pooling, and the bijection to ℝ.
+
+Bounded quantities are sampled in an unconstrained space with the log-Jacobian added, as
+Stan does (Stan Reference Manual, "Constraint transforms"). With ``u`` the unconstrained
+value and ``θ = g⁻¹(u)``:
+
+============================  ===========================  ================================
+bounds                        θ = g⁻¹(u)                   log |dθ/du|
+============================  ===========================  ================================
+none                          u                            0
+lower a                       a + exp(u)                   u
+upper b                       b − exp(u)                   u
+lower a, upper b              a + (b − a)·σ(u)             log(b − a) + log σ(u) + log σ(−u)
+============================  ===========================  ================================
+
+with σ the logistic function.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .priors import HalfNormal, Normal, Prior, Uniform, check_prior
+
+__all__ = ["Parameter", "POOLING_MODES"]
+
+POOLING_MODES = ("complete", "none", "partial")
+
+
+def _bound(value: Any, name: str, which: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"Parameter '{name}': {which} must be a number or None, got {value!r}") from None
+    if math.isnan(v):
+        raise ValueError(f"Parameter '{name}': {which} must not be NaN")
+    if math.isinf(v):
+        if (which == "lower" and v > 0) or (which == "upper" and v < 0):
+            raise ValueError(f"Parameter '{name}': {which} = {v} leaves no admissible value")
+        return None
+    return v
+
+
+class Parameter:
+    """A calibration parameter θ.
+
+    Parameters
+    ----------
+    name : str
+        Must be one of the simulator's ``parameter_names``.
+    lower, upper : float or None
+        Bounds (``None`` or ``±inf`` for none). Both given: ``lower < upper``.
+    prior : Prior or None
+        Prior of θ (for ``pooling="partial"``: used only to derive default hyperpriors).
+        A bounded parameter without a prior has ``Uniform(lower, upper)``; an unbounded one
+        needs a prior (or, when partially pooled, hyperpriors given to the Calibrator).
+        A prior whose support reaches past the bounds is truncated to them.
+    pooling : {"complete", "none", "partial"}
+        ``"complete"``: one θ for all campaigns; ``"none"``: an independent θ per campaign,
+        each with the prior; ``"partial"``: ``g(θ_ℓ) = μ + τ·z_ℓ``, ``z_ℓ ~ N(0, 1)``.
+
+    Examples
+    --------
+    >>> Parameter("E", lower=150e9, upper=250e9, pooling="partial")
+    Parameter('E', lower=150000000000.0, upper=250000000000.0, prior=Uniform(...), pooling='partial')
+    """
+
+    def __init__(
+        self,
+        name: str,
+        lower: float | None = None,
+        upper: float | None = None,
+        prior: Prior | None = None,
+        pooling: str = "complete",
+    ):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Parameter: name must be a non-empty string, got {name!r}")
+        if "." in name:
+            raise ValueError(f"Parameter: name must not contain '.', got {name!r}")
+        self.name = name
+        self.lower = _bound(lower, name, "lower")
+        self.upper = _bound(upper, name, "upper")
+        if self.lower is not None and self.upper is not None and not self.lower < self.upper:
+            raise ValueError(
+                f"Parameter '{name}': lower must be < upper, got lower={lower!r}, upper={upper!r}"
+            )
+        if pooling not in POOLING_MODES:
+            raise ValueError(
+                f"Parameter '{name}': pooling must be one of {POOLING_MODES}, got {pooling!r}"
+            )
+        self.pooling = pooling
+        prior = check_prior(prior, f"Parameter '{name}': prior")
+        if prior is None and self.bounded:
+            prior = Uniform(self.lower, self.upper)
+        if prior is not None:
+            lo, hi = prior.support
+            a = -math.inf if self.lower is None else self.lower
+            b = math.inf if self.upper is None else self.upper
+            if max(lo, a) >= min(hi, b):
+                raise ValueError(
+                    f"Parameter '{name}': prior {prior!r} has support [{lo}, {hi}] which does "
+                    f"not overlap the bounds [{a}, {b}]"
+                )
+            # the sampler's unconstrained space follows the prior's support where it is
+            # narrower than the bounds (a LogNormal prior makes θ positive)
+            if math.isfinite(lo) and (self.lower is None or lo > self.lower):
+                self.lower = lo
+            if math.isfinite(hi) and (self.upper is None or hi < self.upper):
+                self.upper = hi
+        if prior is None and pooling != "partial":
+            raise ValueError(
+                f"Parameter '{name}': an unbounded parameter needs a prior, got prior=None "
+                f"(give prior=..., or bounds for a Uniform prior)"
+            )
+        self.prior = prior
+
+    # ------------------------------------------------------------------ bijection
+    @property
+    def bounded(self) -> bool:
+        """True when both bounds are finite."""
+        return self.lower is not None and self.upper is not None
+
+    def to_unconstrained(self, theta: np.ndarray | float) -> np.ndarray:
+        """``u = g(θ)`` (NumPy); values on a bound map to ±inf."""
+        t = np.asarray(theta, dtype=float)
+        a, b = self.lower, self.upper
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if a is not None and b is not None:
+                p = (t - a) / (b - a)
+                return np.log(p) - np.log1p(-p)
+            if a is not None:
+                return np.log(t - a)
+            if b is not None:
+                return np.log(b - t)
+        return t.copy()
+
+    def to_constrained(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``θ = g⁻¹(u)`` and ``log |dθ/du|`` (torch, elementwise, any shape)."""
+        a, b = self.lower, self.upper
+        if a is not None and b is not None:
+            theta = a + (b - a) * torch.sigmoid(u)
+            logdet = math.log(b - a) + F.logsigmoid(u) + F.logsigmoid(-u)
+            # σ(u) rounds to 0 or 1 for |u| ≳ 37: keep θ strictly inside the bounds' closure
+            return theta.clamp(a, b), logdet
+        if a is not None:
+            return a + torch.exp(u), u.clone()
+        if b is not None:
+            return b - torch.exp(u), u.clone()
+        return u.clone(), torch.zeros_like(u)
+
+    def log_prior(self, theta: torch.Tensor) -> torch.Tensor:
+        """Log prior density of θ (truncation to the bounds adds only a constant)."""
+        if self.prior is None:
+            raise ValueError(f"Parameter '{self.name}' has no prior of its own")
+        return self.prior.log_prob(theta)
+
+    # ------------------------------------------------------------------ pooling
+    def unconstrained_moments(self) -> tuple[float, float]:
+        """Mean and sd of ``g(θ)`` under the prior, by quantile averaging.
+
+        ``E[g(θ)] = ∫₀¹ g(F⁻¹(p)) dp`` with the midpoint rule on 4000 quantiles; the prior is
+        truncated to the bounds first. Used for the default hyperpriors of partial pooling.
+        """
+        if self.prior is None:
+            raise ValueError(f"Parameter '{self.name}' has no prior to derive hyperpriors from")
+        dist = self.prior.scipy()
+        a = -math.inf if self.lower is None else self.lower
+        b = math.inf if self.upper is None else self.upper
+        fa, fb = float(dist.cdf(a)), float(dist.cdf(b))
+        p = fa + (fb - fa) * (np.arange(4000) + 0.5) / 4000
+        u = self.to_unconstrained(dist.ppf(p))
+        u = u[np.isfinite(u)]
+        return float(u.mean()), float(max(u.std(), 1e-6))
+
+    def default_hyperpriors(self) -> dict[str, Prior]:
+        """Hyperpriors of a partially pooled parameter when none are given.
+
+        ``μ ~ Normal(m, s)`` and ``τ ~ HalfNormal(s)`` with ``m``, ``s`` the mean and sd of
+        ``g(θ)`` under the parameter's prior (for ``Uniform`` on bounds: m = 0, s = π/√3),
+        so the population is as wide as the prior and the campaigns may differ by as much.
+        """
+        if self.prior is None:
+            raise ValueError(
+                f"Parameter '{self.name}': partial pooling of an unbounded parameter with no "
+                f"prior needs hyperpriors={{'{self.name}': {{'mean': ..., 'scale': ...}}}}"
+            )
+        m, s = self.unconstrained_moments()
+        return {"mean": Normal(m, s), "scale": HalfNormal(s)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "lower": self.lower,
+            "upper": self.upper,
+            "prior": None if self.prior is None else self.prior.to_dict(),
+            "pooling": self.pooling,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Parameter:
+        prior = None if d.get("prior") is None else Prior.from_dict(d["prior"])
+        return cls(d["name"], d.get("lower"), d.get("upper"), prior, d.get("pooling", "complete"))
+
+    def __repr__(self) -> str:
+        return (
+            f"Parameter({self.name!r}, lower={self.lower!r}, upper={self.upper!r}, "
+            f"prior={self.prior!r}, pooling={self.pooling!r})"
+        )

@@ -1,0 +1,3 @@
+"""Emulator plug-ins for calib (GPyTorch Gaussian processes)."""
+
+__all__: list[str] = []
