@@ -4,14 +4,24 @@ per-parameter pooling across experimental campaigns."""
 from __future__ import annotations
 
 from . import priors
+from .calibrator import Calibrator
 from .campaign import Campaign
+from .discrepancy import Discrepancy
 from .interfaces import Emulator, Prediction, Simulator, SimulatorError
+from .likelihood import SimulatorWarning
 from .parameters import Parameter
+from .posterior import Posterior, PosteriorPrediction, Summary
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Calibrator",
     "Campaign",
+    "Discrepancy",
+    "Posterior",
+    "PosteriorPrediction",
+    "SimulatorWarning",
+    "Summary",
     "Emulator",
     "Parameter",
     "Prediction",

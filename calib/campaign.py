@@ -108,8 +108,7 @@ class Campaign:
         if self.x is None:
             if p != 0:
                 raise ValueError(
-                    f"Campaign '{self.name}': x is None but the simulator has {p} control "
-                    f"input(s)"
+                    f"Campaign '{self.name}': x is None but the simulator has {p} control input(s)"
                 )
             x = np.zeros((n, 0))
         else:

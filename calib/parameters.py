@@ -38,7 +38,9 @@ def _bound(value: Any, name: str, which: str) -> float | None:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"Parameter '{name}': {which} must be a number or None, got {value!r}") from None
+        raise TypeError(
+            f"Parameter '{name}': {which} must be a number or None, got {value!r}"
+        ) from None
     if math.isnan(v):
         raise ValueError(f"Parameter '{name}': {which} must not be NaN")
     if math.isinf(v):

@@ -1,0 +1,293 @@
+"""The Calibrator: validates a calibration problem once and samples its posterior."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .campaign import Campaign
+from .discrepancy import Discrepancy
+from .forward import make_forward
+from .interfaces import is_emulator
+from .likelihood import DTYPE, NOISE_MODES, Model
+from .parameters import Parameter
+from .priors import Prior, check_prior
+
+__all__ = ["Calibrator"]
+
+
+def _names_of(model: Any, attr: str) -> tuple[str, ...] | None:
+    v = getattr(model, attr, None)
+    return None if v is None else tuple(v)
+
+
+class Calibrator:
+    """Bayesian calibration of a simulator against several campaigns (KOH, DESIGN.md §4).
+
+    Parameters
+    ----------
+    model : Simulator or Emulator
+        A simulator evaluated inside the likelihood (direct mode), or a fitted emulator whose
+        predictive mean and covariance enter it (emulator mode).
+    parameters : sequence of Parameter
+        One per calibration parameter of the model, each with its pooling.
+    campaigns : sequence of Campaign
+        Unique names; at least one.
+    discrepancy : Discrepancy or {"none", "shared", "independent"}
+        The mode string alone uses the default priors.
+    noise : {"known", "shared", "per_campaign", "hierarchical"}
+        ``"known"`` needs ``noise_sd`` in every campaign.
+    hyperpriors : dict, optional
+        ``{name: {"mean": Prior, "scale": Prior}}`` for partially pooled parameters (on the
+        unconstrained scale ``u = g(θ)``), and ``"noise"`` for the hierarchical noise model
+        (mean and sd of ``log σ_ℓ``). Missing entries use the documented defaults.
+    noise_prior : Prior, optional
+        Prior of σ for ``noise="shared"`` or ``"per_campaign"``; default ``HalfNormal(sd_y)``.
+    input_names, output_coords : optional
+        For an emulator, which carries no names: the control inputs' names (default
+        ``x0, x1, ...``) and the outputs' coordinates. Ignored for a simulator, which has its own.
+
+    Raises
+    ------
+    ValueError, TypeError
+        With the argument, what was expected and what was given, before any computation.
+
+    Examples
+    --------
+    >>> cal = Calibrator(sim, [Parameter("k", 0, 10)], [Campaign("A", x=X, y=Y)],
+    ...                  discrepancy="shared", noise="per_campaign")   # doctest: +SKIP
+    >>> post = cal.sample(n_walkers=32, n_steps=2000, seed=1)          # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        parameters: Sequence[Parameter],
+        campaigns: Sequence[Campaign],
+        discrepancy: Discrepancy | str | None = "none",
+        noise: str = "per_campaign",
+        hyperpriors: dict[str, dict[str, Prior]] | None = None,
+        noise_prior: Prior | None = None,
+        input_names: Sequence[str] | None = None,
+        output_coords: np.ndarray | None = None,
+    ):
+        emulator = is_emulator(model)
+        if not emulator and not callable(getattr(model, "run", None)):
+            raise TypeError(
+                f"model must be a simulator (with run(x, theta)) or an emulator (with "
+                f"predict_torch), got {type(model).__name__}"
+            )
+        # ---------------------------------------------------------------- parameters
+        if isinstance(parameters, Parameter):
+            parameters = [parameters]
+        parameters = list(parameters)
+        if not parameters:
+            raise ValueError("parameters must list at least one Parameter, got none")
+        for prm in parameters:
+            if not isinstance(prm, Parameter):
+                raise TypeError(f"parameters must be calib.Parameter objects, got {prm!r}")
+        pnames = [p.name for p in parameters]
+        if len(set(pnames)) != len(pnames):
+            raise ValueError(f"parameters: duplicate names in {pnames}")
+        if emulator:
+            n_in = getattr(model, "n_inputs", None)
+            m = getattr(model, "n_outputs", None)
+            if n_in is None or m is None:
+                raise ValueError("the emulator is not fitted: call fit(inputs, outputs) first")
+            p = int(n_in) - len(parameters)
+            if p < 0:
+                raise ValueError(
+                    f"the emulator has {n_in} inputs but {len(parameters)} parameters were given"
+                )
+            in_names = (
+                tuple(input_names) if input_names is not None else tuple(f"x{k}" for k in range(p))
+            )
+            if len(in_names) != p:
+                raise ValueError(f"input_names: expected {p} names, got {len(in_names)}")
+            out_names = tuple(f"y{k}" for k in range(int(m)))
+            coords = output_coords
+            ordered = parameters
+        else:
+            sim_params = _names_of(model, "parameter_names") or ()
+            in_names = _names_of(model, "input_names") or ()
+            out_names = _names_of(model, "output_names")
+            if not out_names:
+                raise ValueError("the simulator has no output_names")
+            coords = getattr(model, "output_coords", None)
+            unknown = [n for n in pnames if n not in sim_params]
+            if unknown:
+                raise ValueError(
+                    f"parameters: {unknown} are not parameters of the simulator, whose "
+                    f"parameter_names are {list(sim_params)}"
+                )
+            missing = [n for n in sim_params if n not in pnames]
+            if missing:
+                raise ValueError(
+                    f"parameters: the simulator's parameters {missing} have no Parameter "
+                    f"(every one of {list(sim_params)} needs one)"
+                )
+            by_name = {p.name: p for p in parameters}
+            ordered = [by_name[n] for n in sim_params]
+            p, m = len(in_names), len(out_names)
+        if coords is not None:
+            coords = np.asarray(coords, dtype=float)
+            if coords.ndim == 1:
+                coords = coords.reshape(-1, 1)
+            if coords.shape[0] != m or not np.isfinite(coords).all():
+                raise ValueError(
+                    f"output_coords: expected finite values of shape ({m}, r), got {coords.shape}"
+                )
+        # ---------------------------------------------------------------- campaigns
+        if isinstance(campaigns, Campaign):
+            campaigns = [campaigns]
+        campaigns = list(campaigns)
+        if not campaigns:
+            raise ValueError("campaigns must list at least one Campaign, got none")
+        for c in campaigns:
+            if not isinstance(c, Campaign):
+                raise TypeError(f"campaigns must be calib.Campaign objects, got {c!r}")
+        cnames = [c.name for c in campaigns]
+        dup = sorted({n for n in cnames if cnames.count(n) > 1})
+        if dup:
+            raise ValueError(f"campaigns: duplicate campaign names {dup}")
+        shaped = [c.shaped(p, m) for c in campaigns]
+        # ---------------------------------------------------------------- model options
+        disc = Discrepancy.coerce(discrepancy)
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}")
+        if noise == "known":
+            lacking = [c.name for c, s in zip(campaigns, shaped) if s[2] is None]
+            if lacking:
+                raise ValueError(
+                    f"noise='known' but campaign(s) {lacking} have no noise_sd: give noise_sd "
+                    f"or choose noise='shared', 'per_campaign' or 'hierarchical'"
+                )
+        noise_prior = check_prior(noise_prior, "noise_prior")
+        if noise_prior is not None and noise not in ("shared", "per_campaign"):
+            raise ValueError(
+                f"noise_prior applies to noise='shared' or 'per_campaign', got noise={noise!r}"
+            )
+        hyperpriors = self._check_hyperpriors(hyperpriors or {}, parameters, noise)
+        for prm in parameters:
+            if prm.pooling == "partial" and prm.prior is None:
+                hp = hyperpriors.get(prm.name, {})
+                if "mean" not in hp or "scale" not in hp:
+                    raise ValueError(
+                        f"Parameter '{prm.name}' is partially pooled, unbounded and has no prior: "
+                        f"give hyperpriors={{'{prm.name}': {{'mean': ..., 'scale': ...}}}} or a prior"
+                    )
+        self.model_object = model
+        self.parameters = ordered
+        self.campaigns = campaigns
+        self.discrepancy = disc
+        self.noise = noise
+        self.input_names = in_names
+        self.output_names = out_names
+        self.model = Model(
+            make_forward(model),
+            ordered,
+            cnames,
+            [s[0] for s in shaped],
+            [s[1] for s in shaped],
+            [s[2] for s in shaped],
+            coords,
+            in_names,
+            disc,
+            noise,
+            hyperpriors,
+            noise_prior,
+        )
+
+    @staticmethod
+    def _check_hyperpriors(hyperpriors: dict, parameters: list[Parameter], noise: str) -> dict:
+        if not isinstance(hyperpriors, dict):
+            raise TypeError(f"hyperpriors must be a dict, got {type(hyperpriors).__name__}")
+        partial = {p.name for p in parameters if p.pooling == "partial"}
+        allowed = partial | ({"noise"} if noise == "hierarchical" else set())
+        out = {}
+        for name, hp in hyperpriors.items():
+            if name not in allowed:
+                raise ValueError(
+                    f"hyperpriors: {name!r} is not a partially pooled parameter"
+                    f"{' or the hierarchical noise' if noise == 'hierarchical' else ''}; "
+                    f"expected one of {sorted(allowed)}"
+                )
+            if not isinstance(hp, dict):
+                raise TypeError(f"hyperpriors[{name!r}] must be a dict with 'mean' and/or 'scale'")
+            bad = set(hp) - {"mean", "scale"}
+            if bad:
+                raise ValueError(
+                    f"hyperpriors[{name!r}]: keys must be 'mean' or 'scale', got {sorted(bad)}"
+                )
+            for k, v in hp.items():
+                check_prior(v, f"hyperpriors[{name!r}][{k!r}]")
+                if k == "scale" and v.support[0] < 0:
+                    raise ValueError(
+                        f"hyperpriors[{name!r}]['scale'] must be a prior on positive values, got {v!r}"
+                    )
+            out[name] = dict(hp)
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    @property
+    def n_dim(self) -> int:
+        """Dimension of the unconstrained vector that is sampled."""
+        return self.model.n_dim
+
+    @property
+    def labels(self) -> list[str]:
+        """Name of every coordinate of the unconstrained vector."""
+        return list(self.model.labels)
+
+    def log_posterior(self, U: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """The batched log-posterior: ``(n_walkers, n_dim) -> (n_walkers,)``.
+
+        A NumPy array gives NumPy (no gradient); a torch tensor gives a torch tensor that
+        autograd can differentiate. Walkers whose forward model fails get ``-inf`` and a
+        :class:`~calib.likelihood.SimulatorWarning` with the count.
+        """
+        if isinstance(U, torch.Tensor):
+            out = self.model.log_posterior(U.to(DTYPE))
+        else:
+            U = np.atleast_2d(np.asarray(U, dtype=float))
+            if U.shape[1] != self.n_dim:
+                raise ValueError(f"U: expected shape (n_walkers, {self.n_dim}), got {U.shape}")
+            out = self.model.log_posterior_numpy(U)
+        self.model.warn_failures(self.model.failures, int(U.shape[0]))
+        return out
+
+    def sample(
+        self,
+        n_walkers: int | None = None,
+        n_steps: int = 4000,
+        seed: int | None = None,
+        progress: bool = False,
+        archive: str | None = None,
+        **options: Any,
+    ):
+        """Sample the joint posterior with emcee; see :func:`calib.sampling.run_sampler`.
+
+        Returns
+        -------
+        Posterior
+        """
+        from .sampling import run_sampler
+
+        if archive is not None:
+            raise NotImplementedError(
+                "archive= in Calibrator.sample is not available yet: chain checkpoints come "
+                "with the study-archive work (issue 5)"
+            )
+        return run_sampler(
+            self, n_walkers=n_walkers, n_steps=n_steps, seed=seed, progress=progress, **options
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Calibrator({type(self.model_object).__name__}, parameters={[p.name for p in self.parameters]}, "
+            f"campaigns={[c.name for c in self.campaigns]}, discrepancy={self.discrepancy.mode!r}, "
+            f"noise={self.noise!r}, n_dim={self.n_dim})"
+        )

@@ -1,0 +1,248 @@
+"""Sampling the joint posterior: MAP starts with L-BFGS, then emcee, vectorized over walkers.
+
+The chain lives in the unconstrained space of :class:`calib.likelihood.Model`. The default
+ensemble move is a mixture of differential evolution (80 %) and the stretch move (20 %):
+measured on the test problems (benchmarks/moves.py, docs/model.md "Sampling") it has a
+shorter integrated autocorrelation time than the stretch move alone.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import emcee
+import numpy as np
+import torch
+from scipy import optimize
+
+from .likelihood import DTYPE
+
+__all__ = ["run_sampler", "find_map", "default_moves"]
+
+
+def default_moves() -> list[tuple[Any, float]]:
+    """DEMove 0.8 + StretchMove 0.2 (see docs/model.md for the measurements)."""
+    return [(emcee.moves.DEMove(), 0.8), (emcee.moves.StretchMove(), 0.2)]
+
+
+def _value_and_grad(u: np.ndarray, model) -> tuple[float, np.ndarray]:
+    U = torch.as_tensor(u.reshape(1, -1), dtype=DTYPE).requires_grad_(True)
+    lp = model.log_posterior(U)[0]
+    if not torch.isfinite(lp):
+        return math.inf, np.zeros_like(u)
+    (g,) = torch.autograd.grad(lp, U)
+    g = g.numpy().reshape(-1)
+    if not np.isfinite(g).all():
+        return math.inf, np.zeros_like(u)
+    return -float(lp), -g
+
+
+def find_map(
+    model, starts: np.ndarray, maxiter: int = 500
+) -> tuple[np.ndarray, float, list[float]]:
+    """Maximize the log-posterior from each start with L-BFGS (torch autograd gradients).
+
+    Parameters
+    ----------
+    model : calib.likelihood.Model
+    starts : array of shape (n_starts, n_dim)
+
+    Returns
+    -------
+    u_map : array of shape (n_dim,)
+        The best optimum found.
+    lp_map : float
+        Its log-posterior.
+    values : list of float
+        The log-posterior reached from every start (``-inf`` where a start failed).
+    """
+    best_u, best = None, -math.inf
+    values = []
+    for u0 in starts:
+        f0, _ = _value_and_grad(u0, model)
+        if not math.isfinite(f0):
+            values.append(-math.inf)
+            continue
+        res = optimize.minimize(
+            _value_and_grad,
+            u0,
+            args=(model,),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": maxiter},
+        )
+        val = -float(res.fun) if np.isfinite(res.fun) else -math.inf
+        values.append(val)
+        if val > best:
+            best, best_u = val, np.asarray(res.x, dtype=float)
+    if best_u is None:
+        raise RuntimeError(
+            "no start gave a finite log-posterior: check that the simulator runs at the "
+            "parameters' prior values and that the priors admit the data"
+        )
+    return best_u, best, values
+
+
+def _laplace_scatter(model, u_map: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Walkers around the MAP: N(u_map, H⁻¹) from a finite-difference Hessian of the
+    autograd gradient, shrunk by 1/2 so no walker starts in the tails; a small isotropic ball
+    when the Hessian is not negative definite (a flat or funnel-shaped mode)."""
+    d = u_map.size
+    h = 1e-4
+    grads = []
+    for k in range(d):
+        e = np.zeros(d)
+        e[k] = h
+        fp, gp = _value_and_grad(u_map + e, model)
+        fm, gm = _value_and_grad(u_map - e, model)
+        if not (math.isfinite(fp) and math.isfinite(fm)):
+            grads = None
+            break
+        grads.append((gp - gm) / (2 * h))
+    cov = None
+    if grads is not None:
+        H = np.array(grads)  # Hessian of −log p
+        H = 0.5 * (H + H.T)
+        try:
+            w, V = np.linalg.eigh(H)
+            if np.all(w > 1e-10):
+                cov = (V / w) @ V.T
+        except np.linalg.LinAlgError:
+            cov = None
+    if cov is None:
+        return u_map + 1e-2 * rng.standard_normal((n, d))
+    Lc = np.linalg.cholesky(cov + 1e-12 * np.eye(d))
+    return u_map + 0.5 * rng.standard_normal((n, d)) @ Lc.T
+
+
+def run_sampler(
+    calibrator,
+    n_walkers: int | None = None,
+    n_steps: int = 4000,
+    seed: int | None = None,
+    progress: bool = False,
+    moves: Any = None,
+    burn: int | None = None,
+    n_starts: int = 8,
+    autocorr_stop: bool = True,
+    check_every: int = 500,
+    min_steps: int = 1000,
+    init: np.ndarray | None = None,
+):
+    """Run emcee on the calibrator's log-posterior.
+
+    Parameters
+    ----------
+    calibrator : Calibrator
+    n_walkers : int, optional
+        Even and at least ``2·n_dim``; default ``max(32, 2·n_dim + 2)`` rounded up to even.
+    n_steps : int
+        Step budget.
+    seed : int, optional
+        Fixes the MAP starts, the walkers' initial scatter and emcee's generator: the same
+        seed gives the same chain.
+    progress : bool
+        emcee's progress bar (tqdm).
+    moves : emcee move or list of (move, weight), optional
+        Default :func:`default_moves`.
+    burn : int, optional
+        Steps discarded as burn-in; default half the steps taken.
+    n_starts : int
+        MAP starts drawn from the prior (the best optimum seeds the walkers).
+    autocorr_stop : bool
+        Stop before the budget once the chain is longer than 50 integrated autocorrelation
+        times (largest over coordinates, estimated on the second half of the chain) and
+        ``min_steps`` steps; checked every ``check_every`` steps.
+    init : array of shape (n_walkers, n_dim), optional
+        Initial walker positions (unconstrained); skips the MAP search.
+
+    Returns
+    -------
+    Posterior
+    """
+    from .posterior import Posterior
+
+    model = calibrator.model
+    d = model.n_dim
+    if not isinstance(n_steps, (int, np.integer)) or n_steps < 2:
+        raise ValueError(f"n_steps must be an integer ≥ 2, got {n_steps!r}")
+    if n_walkers is None:
+        n_walkers = max(32, 2 * d + 2)
+        n_walkers += n_walkers % 2
+    if not isinstance(n_walkers, (int, np.integer)) or n_walkers < 2 * d or n_walkers % 2:
+        raise ValueError(
+            f"n_walkers must be an even integer ≥ 2·n_dim = {2 * d} (emcee's ensemble moves "
+            f"need it), got {n_walkers!r}"
+        )
+    if burn is not None and not (0 <= burn < n_steps):
+        raise ValueError(f"burn must be in [0, n_steps), got {burn!r}")
+    rng = np.random.default_rng(seed)
+    torch_state = torch.random.get_rng_state()
+    if init is None:
+        starts = model.sample_prior(rng, n_starts)
+        u_map, lp_map, _ = find_map(model, starts)
+        p0 = _laplace_scatter(model, u_map, n_walkers, rng)
+    else:
+        p0 = np.asarray(init, dtype=float)
+        if p0.shape != (n_walkers, d):
+            raise ValueError(f"init: expected shape ({n_walkers}, {d}), got {p0.shape}")
+        u_map, lp_map = None, None
+    # walkers that start where the posterior is -inf are moved to the MAP (or a valid walker)
+    lp0 = model.log_posterior_numpy(p0)
+    good = np.isfinite(lp0)
+    if not good.any():
+        raise RuntimeError("no initial walker has a finite log-posterior")
+    if not good.all():
+        src = p0[good]
+        p0[~good] = src[rng.integers(0, len(src), (~good).sum())] + 1e-6 * rng.standard_normal(
+            ((~good).sum(), d)
+        )
+
+    counter = {"fail": 0, "calls": 0}
+
+    def logp(U: np.ndarray) -> np.ndarray:
+        out = model.log_posterior_numpy(U)
+        counter["fail"] += model.failures
+        counter["calls"] += U.shape[0]
+        return out
+
+    sampler = emcee.EnsembleSampler(
+        n_walkers, d, logp, vectorize=True, moves=moves if moves is not None else default_moves()
+    )
+    sampler.random_state = np.random.RandomState(int(rng.integers(0, 2**31 - 1))).get_state()
+    state = emcee.State(p0, random_state=sampler.random_state)
+    done = 0
+    stopped_early = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # emcee's own warnings on -inf proposals
+        while done < n_steps:
+            k = min(check_every, n_steps - done) if autocorr_stop else n_steps - done
+            state = sampler.run_mcmc(state, k, progress=progress, skip_initial_state_check=True)
+            done += k
+            if autocorr_stop and done >= min_steps and done < n_steps:
+                chain = sampler.get_chain()[done // 2 :]
+                tau = emcee.autocorr.integrated_time(chain, tol=0)
+                if np.all(np.isfinite(tau)) and done > 50 * float(np.max(tau)):
+                    stopped_early = True
+                    break
+    torch.random.set_rng_state(torch_state)
+    model.warn_failures(counter["fail"], counter["calls"])
+    chain = sampler.get_chain()
+    return Posterior(
+        calibrator,
+        chain=chain,
+        log_prob=sampler.get_log_prob(),
+        acceptance=np.asarray(sampler.acceptance_fraction, dtype=float),
+        burn=chain.shape[0] // 2 if burn is None else min(burn, chain.shape[0] - 1),
+        info={
+            "seed": seed,
+            "n_steps_budget": int(n_steps),
+            "n_steps": int(chain.shape[0]),
+            "stopped_early": stopped_early,
+            "map_log_posterior": lp_map,
+            "map": None if u_map is None else u_map.tolist(),
+            "moves": repr(moves) if moves is not None else "DEMove 0.8 + StretchMove 0.2",
+        },
+    )
