@@ -29,6 +29,7 @@ import numpy as np
 
 from .archive import STATUSES, RunArchive, RunsRecord, read_runs
 from .design import Design, as_design
+from .interfaces import SimulatorError
 
 __all__ = ["run_design", "RunSet", "SerialExecutor"]
 
@@ -326,8 +327,16 @@ def _run_one(
         msg = str(exc) or f"run did not finish within timeout={timeout} s"
         return "timeout", None, _tail(msg), elapsed
     except Exception as exc:  # noqa: BLE001 - any simulator failure is recorded, not raised
+        elapsed = time.perf_counter() - t0
+        # a simulator may classify its own failure (CommandSimulator's unparsable output is
+        # "invalid"); anything else is an "error" with its traceback's tail
+        status = getattr(exc, "calib_status", "error")
+        if status not in ("error", "invalid", "timeout"):
+            status = "error"
+        if isinstance(exc, SimulatorError):
+            return status, None, _tail(f"{type(exc).__name__}: {exc}"), elapsed
         tb = traceback.format_exc()
-        return "error", None, _tail(f"{type(exc).__name__}: {exc}\n{tb}"), time.perf_counter() - t0
+        return status, None, _tail(f"{type(exc).__name__}: {exc}\n{tb}"), elapsed
     elapsed = time.perf_counter() - t0
     if timeout is not None and elapsed > timeout:
         return "timeout", None, f"run took {elapsed:.3g} s, more than timeout={timeout} s", elapsed
