@@ -123,25 +123,31 @@ def kernel_from_sq(
     Parameters
     ----------
     kind : {"rbf", "matern52"}
-    dsq : tensor of shape (..., D, n1, n2)
-        Per-dimension squared differences (:func:`sq_dists`), possibly with leading
-        block dimensions ``B``.
+    dsq : tensor of shape (D, ...)
+        Per-dimension squared differences (:func:`sq_dists` gives ``(D, n1, n2)``; leading
+        block dimensions may follow ``D``).
     scale : tensor of shape (S,)
         Marginal sd σ_δ.
     lengthscale : tensor of shape (S, D)
 
     Returns
     -------
-    tensor of shape (S, ..., n1, n2)
+    tensor of shape (S, ...)
     """
-    inv = lengthscale.reciprocal() ** 2  # (S, D)
-    extra = dsq.dim() - 3
-    # r² = Σ_d dsq_d / ℓ_d², batched over the S hyperparameter sets
-    r2 = torch.einsum("sd,...dij->s...ij", inv, dsq)
-    var = (scale * scale).reshape((-1,) + (1,) * (extra + 2))
+    D, rest = dsq.shape[0], dsq.shape[1:]
+    flat = dsq.reshape(D, -1)
+    shape = (-1,) + (1,) * len(rest)
+    inplace = not torch.is_grad_enabled()  # the sampler's path: save passes over memory
     if kind == "rbf":
-        return var * torch.exp(-0.5 * r2)
+        # σ² exp(−r²/2) = exp(2 log σ − Σ_d dsq_d / (2 ℓ_d²)): one matrix product, one exp
+        a = ((-0.5 * lengthscale.reciprocal() ** 2) @ flat).reshape((-1,) + rest)
+        logvar = (2.0 * torch.log(scale)).reshape(shape)
+        if inplace:
+            return a.add_(logvar).exp_()
+        return torch.exp(a + logvar)
     # Matérn 5/2 (Rasmussen & Williams 2006, eq. 4.17); r from r² with a floor so the
     # gradient of sqrt stays finite at r = 0 (the kernel value there is exact either way)
+    r2 = ((lengthscale.reciprocal() ** 2) @ flat).reshape((-1,) + rest)
+    var = (scale * scale).reshape(shape)
     r = torch.sqrt(r2.clamp_min(1e-300))
     return var * (1.0 + _SQRT5 * r + (5.0 / 3.0) * r2) * torch.exp(-_SQRT5 * r)

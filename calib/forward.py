@@ -52,7 +52,7 @@ class _SimulatorFn(torch.autograd.Function):
     def forward(ctx, theta: torch.Tensor, sim, X: np.ndarray) -> torch.Tensor:
         W, n, q = theta.shape
         th = theta.detach().cpu().numpy()
-        Xr = np.broadcast_to(X, (W, n, X.shape[1])).reshape(W * n, -1)
+        Xr = np.broadcast_to(X, (W, n, X.shape[1])).reshape(W * n, X.shape[1])
         out = _run_rows(sim, Xr, th.reshape(W * n, q)).reshape(W, n, -1)
         ctx.sim, ctx.X, ctx.th = sim, X, th
         return torch.as_tensor(out, dtype=theta.dtype, device=theta.device)
@@ -66,7 +66,7 @@ class _SimulatorFn(torch.autograd.Function):
         # (2, q, W, n, q): +h and -h steps in each coordinate k
         steps = np.stack([eye[:, None, None, :] * h[None], -eye[:, None, None, :] * h[None]])
         Th = (th[None, None] + steps).reshape(-1, q)
-        Xr = np.broadcast_to(X, (2 * q * W, n, X.shape[1])).reshape(-1, X.shape[1])
+        Xr = np.broadcast_to(X, (2 * q * W, n, X.shape[1])).reshape(2 * q * W * n, X.shape[1])
         f = _run_rows(sim, Xr, Th).reshape(2, q, W, n, -1)
         hk = np.moveaxis(h, -1, 0)[..., None]  # (q, W, n, 1)
         jac = (f[0] - f[1]) / (2.0 * hk)  # (q, W, n, m): ∂η/∂θ_k

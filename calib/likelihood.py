@@ -178,8 +178,8 @@ class Model:
         if discrepancy.active:
             z = self.z_obs[idx]  # (B, Nmax, D)
             self._t_dsq = torch.as_tensor(
-                np.stack([sq_dists(z[b], z[b]) for b in range(self.B)]), dtype=DTYPE
-            )  # (B, D, Nmax, Nmax)
+                np.stack([sq_dists(z[b], z[b]) for b in range(self.B)], axis=1), dtype=DTYPE
+            )  # (D, B, Nmax, Nmax)
             mask = ~pad[:, :, None] & ~pad[:, None, :]
             if discrepancy.mode == "independent":
                 c = self.obs_campaign[idx]
@@ -187,7 +187,8 @@ class Model:
             if self.split_outputs:
                 j = self.obs_col[idx]
                 mask &= j[:, :, None] == j[:, None, :]
-            self._t_dmask = torch.as_tensor(mask, dtype=DTYPE)
+            # None when δ links every pair (one block, no pads, one output): skip the product
+            self._t_dmask = None if mask.all() else torch.as_tensor(mask, dtype=DTYPE)
 
         # ---------------------------------------------------------------- priors
         self.hyperpriors = {}
@@ -330,24 +331,23 @@ class Model:
         self, parts: dict[str, torch.Tensor], emu_cov: torch.Tensor | None
     ) -> torch.Tensor:
         """``C (W, B, Nmax, Nmax)`` of eq. 6 for the walkers' hyperparameters."""
-        W = parts["theta"].shape[0]
-        diag = self._t_padf.expand(W, -1, -1) + self.jitter  # (W, B, Nmax)
-        if self.noise == "known":
-            diag = diag + self._t_known_var
-        else:
-            sd = parts["noise_sd"]  # (W, L)
-            camp = self._t_obs_campaign[self._t_idx]  # (B, Nmax)
-            var = (sd * sd)[:, camp] * (1.0 - self._t_padf)
-            diag = diag + var
-        C = torch.diag_embed(diag)
+        diag = self._diag_var(parts)  # (W, B, Nmax): noise, jitter, 1 at pads
+        W = diag.shape[0]
+        inplace = not torch.is_grad_enabled()
         if self.discrepancy.active:
-            K = kernel_from_sq(
+            C = kernel_from_sq(
                 self.discrepancy.kernel, self._t_dsq, parts["disc_scale"], parts["disc_ls"]
             )
-            C = C + K * self._t_dmask
+            if self._t_dmask is not None:
+                C = C.mul_(self._t_dmask) if inplace else C * self._t_dmask
+        else:
+            C = torch.zeros(W, self.B, self.Nmax, self.Nmax, dtype=diag.dtype)
         if emu_cov is not None:
             C = C + self._emulator_block(emu_cov)
-        return C
+        if inplace:
+            C.diagonal(dim1=-2, dim2=-1).add_(diag)
+            return C
+        return C + torch.diag_embed(diag)
 
     def _emulator_block(self, cov: torch.Tensor) -> torch.Tensor:
         """Emulator covariance between observed entries: cov[j_a, i_a, i_b]·[j_a = j_b]."""

@@ -36,7 +36,7 @@ def _value_and_grad(u: np.ndarray, model) -> tuple[float, np.ndarray]:
     g = g.numpy().reshape(-1)
     if not np.isfinite(g).all():
         return math.inf, np.zeros_like(u)
-    return -float(lp), -g
+    return -float(lp.detach()), -g
 
 
 def find_map(
@@ -130,6 +130,7 @@ def run_sampler(
     check_every: int = 500,
     min_steps: int = 1000,
     init: np.ndarray | None = None,
+    threads: int | None = None,
 ):
     """Run emcee on the calibrator's log-posterior.
 
@@ -157,12 +158,15 @@ def run_sampler(
         ``min_steps`` steps; checked every ``check_every`` steps.
     init : array of shape (n_walkers, n_dim), optional
         Initial walker positions (unconstrained); skips the MAP search.
+    threads : int, optional
+        torch's intra-op threads while sampling. Default: 1 when the covariance blocks are
+        small (≤ 256 entries), where threads cost more in synchronization than they save
+        (measured in benchmarks/logpost.py); torch's own setting otherwise.
 
     Returns
     -------
     Posterior
     """
-    from .posterior import Posterior
 
     model = calibrator.model
     d = model.n_dim
@@ -179,7 +183,50 @@ def run_sampler(
     if burn is not None and not (0 <= burn < n_steps):
         raise ValueError(f"burn must be in [0, n_steps), got {burn!r}")
     rng = np.random.default_rng(seed)
-    torch_state = torch.random.get_rng_state()
+    torch_threads = torch.get_num_threads()
+    if threads is None:
+        threads = 1 if model.Nmax <= 256 else torch_threads
+    torch.set_num_threads(int(threads))
+    try:
+        return _run(
+            model,
+            calibrator,
+            n_walkers,
+            n_steps,
+            seed,
+            progress,
+            moves,
+            burn,
+            n_starts,
+            autocorr_stop,
+            check_every,
+            min_steps,
+            init,
+            rng,
+        )
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def _run(
+    model,
+    calibrator,
+    n_walkers,
+    n_steps,
+    seed,
+    progress,
+    moves,
+    burn,
+    n_starts,
+    autocorr_stop,
+    check_every,
+    min_steps,
+    init,
+    rng,
+):
+    from .posterior import Posterior
+
+    d = model.n_dim
     if init is None:
         starts = model.sample_prior(rng, n_starts)
         u_map, lp_map, _ = find_map(model, starts)
@@ -227,7 +274,6 @@ def run_sampler(
                 if np.all(np.isfinite(tau)) and done > 50 * float(np.max(tau)):
                     stopped_early = True
                     break
-    torch.random.set_rng_state(torch_state)
     model.warn_failures(counter["fail"], counter["calls"])
     chain = sampler.get_chain()
     return Posterior(
