@@ -1,3 +1,12 @@
-"""Emulator plug-ins for calib (GPyTorch Gaussian processes)."""
+"""Emulator plug-ins for calib (GPyTorch Gaussian processes).
 
-__all__: list[str] = []
+- :class:`GPEmulator`: exact GP regression, independent outputs batched in one model.
+- :class:`BasisGPEmulator`: principal-component basis GP for functional outputs.
+- :mod:`emulators.validation`: held-out and leave-one-out diagnostics.
+"""
+
+from emulators import validation
+from emulators.basis import BasisGPEmulator
+from emulators.gp import ConvergenceWarning, GPEmulator
+
+__all__ = ["GPEmulator", "BasisGPEmulator", "ConvergenceWarning", "validation"]
