@@ -176,6 +176,7 @@ class _Backend:
     def __init__(self, executor: Any):
         self.owned = False
         self.dask = False
+        self._completed: Any = None
         self.in_process = False
         if executor is None:
             self.executor = cf.ProcessPoolExecutor(max_workers=os.cpu_count() or 1)
@@ -208,14 +209,19 @@ class _Backend:
 
     def submit(self, fn: Callable, *args: Any) -> Any:
         if self.dask:
-            return self.executor.submit(fn, *args, pure=False)
+            fut = self.executor.submit(fn, *args, pure=False)
+            if self._completed is None:
+                from distributed import as_completed
+
+                # one long-lived iterator: a fresh wait() per result costs a round trip
+                self._completed = as_completed()
+            self._completed.add(fut)
+            return fut
         return self.executor.submit(fn, *args)
 
     def wait(self, futures: list[Any]) -> set[Any]:
         if self.dask:
-            from distributed import wait
-
-            return set(wait(futures, return_when="FIRST_COMPLETED").done)
+            return set(self._completed.next_batch(block=True))
         return set(cf.wait(futures, return_when=cf.FIRST_COMPLETED).done)
 
     def restart(self) -> bool:
@@ -597,7 +603,9 @@ def _drive(
                 bar.set_postfix(failed=failed, refresh=False)
 
     try:
-        window = max(4, 2 * backend.workers)
+        # enough submitted work to keep every worker busy while results come back; Dask
+        # needs a deeper queue to hide the scheduler's round trip (about 1 ms per task)
+        window = max(64, 8 * backend.workers) if backend.dask else max(4, 2 * backend.workers)
         while todo or in_flight:
             while todo and len(in_flight) < window:
                 chunk = [todo.popleft() for _ in range(min(chunksize, len(todo)))]
