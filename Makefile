@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install demo test test-slow bench lint clean
 
 install: $(STAMP)
 
@@ -20,14 +20,17 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python examples/quickstart.py
 
+# the suite without the long statistical tests (under 15 minutes on 2 cores)
 test: install
-	$(BIN)/python -m pytest -q -ra
-
-test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+# the long statistical tests (simulation-based calibration, ...); CI runs both
+test-slow: install
+	$(BIN)/python -m pytest -q -ra -m slow
 
 bench: install
 	$(BIN)/python benchmarks/logpost.py
+	$(BIN)/python benchmarks/runs.py
 
 lint: install
 	$(BIN)/ruff check calib emulators simulators tests benchmarks examples

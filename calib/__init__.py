@@ -3,7 +3,8 @@ per-parameter pooling across experimental campaigns."""
 
 from __future__ import annotations
 
-from . import priors
+from . import design, plugins, priors
+from .archive import ArchiveError
 from .calibrator import Calibrator
 from .campaign import Campaign
 from .discrepancy import Discrepancy
@@ -11,10 +12,16 @@ from .interfaces import Emulator, Prediction, Simulator, SimulatorError
 from .likelihood import SimulatorWarning
 from .parameters import Parameter
 from .posterior import Posterior, PosteriorPrediction, Summary
+from .runner import RunSet, run_design
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArchiveError",
+    "RunSet",
+    "design",
+    "plugins",
+    "run_design",
     "Calibrator",
     "Campaign",
     "Discrepancy",
