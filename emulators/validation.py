@@ -154,6 +154,7 @@ def mahalanobis(
     Returns
     -------
     d2 : ndarray of shape (m,)
+        NaN for an output predicted with zero variance at every point.
     ref_mean, ref_sd : float
         ``ref_sd`` is NaN when ``n − q ≤ 4`` (the variance does not exist).
     pvalue : ndarray of shape (m,)
@@ -164,15 +165,47 @@ def mahalanobis(
     if nq <= 2:
         raise ValueError(f"n_train - n_mean_params: expected > 2 for the F reference, got {nq}")
     r = (y - mean).T[:, :, None]  # (m, k, 1)
-    L = np.linalg.cholesky(cov)
+    cov = np.array(cov, dtype=np.float64)
+    # an output the emulator predicts with zero variance (one that never varies, such as
+    # an initial condition) has no Mahalanobis distance: NaN for it
+    degenerate = np.max(np.diagonal(cov, axis1=1, axis2=2), axis=1) <= 0
+    cov[degenerate] = np.eye(k)
+    L = _robust_cholesky(cov)
     w = np.linalg.solve(L, r)  # triangular by structure; small k
     d2 = np.sum(w[..., 0] ** 2, axis=-1)
+    d2[degenerate] = np.nan
     ref_mean = float(k)
     ref_sd = float(np.sqrt(2 * k * (k + nq - 2) / (nq - 4))) if nq > 4 else float("nan")
     scaled = d2 * nq / (k * (nq - 2))
     cdf = stats.f.cdf(scaled, k, nq)
-    pvalue = 2 * np.minimum(cdf, 1 - cdf)
+    with np.errstate(invalid="ignore"):
+        pvalue = 2 * np.minimum(cdf, 1 - cdf)
     return d2, ref_mean, ref_sd, pvalue
+
+
+def _robust_cholesky(cov: np.ndarray) -> np.ndarray:
+    """Cholesky of ``(m, k, k)`` covariances with explicit jitter escalation.
+
+    A predictive covariance over many close points is numerically singular; jitter of
+    ``10⁻¹²``, then ×100 up to ``10⁻⁶`` times the mean variance is added to the diagonal
+    of the failing output only, which changes ``D²`` negligibly for a valid emulator.
+    """
+    L = np.empty_like(cov)
+    k = cov.shape[-1]
+    for j in range(cov.shape[0]):  # outputs: once per validation, not a hot path
+        base = float(np.mean(np.diag(cov[j])))
+        for jitter in (0.0, 1e-12, 1e-10, 1e-8, 1e-6):
+            try:
+                L[j] = np.linalg.cholesky(cov[j] + jitter * base * np.eye(k))
+                break
+            except np.linalg.LinAlgError:
+                continue
+        else:
+            raise np.linalg.LinAlgError(
+                f"cov: the predictive covariance of output {j} is not positive definite "
+                "even with jitter 1e-6 x its mean variance"
+            )
+    return L
 
 
 def held_out(emulator: Any, inputs: np.ndarray, outputs: np.ndarray) -> ValidationResult:
