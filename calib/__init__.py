@@ -4,7 +4,7 @@ per-parameter pooling across experimental campaigns."""
 from __future__ import annotations
 
 from . import design, plugins, priors
-from .archive import ArchiveError
+from .archive import ArchiveError, load
 from .calibrator import Calibrator
 from .campaign import Campaign
 from .discrepancy import Discrepancy
@@ -35,4 +35,5 @@ __all__ = [
     "Simulator",
     "SimulatorError",
     "priors",
+    "load",
 ]

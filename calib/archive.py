@@ -549,3 +549,847 @@ class RunArchive:
         )
         self._pending = 0
         self._last_fold = time.time()
+
+
+# ====================================================================== the study
+# /meta (provenance), /simulator, /emulator, /campaigns, /chain and /posterior, written by
+# Calibrator.sample(archive=...) through StudyWriter and read back by load().
+
+#: The groups a study writer owns; every other group (``/runs``) is carried over unchanged.
+_STUDY_GROUPS = ("simulator", "emulator", "campaigns", "chain", "posterior")
+_RNG_WORDS = 624  # MT19937 key length
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON-serializable: {type(obj).__name__}")
+
+
+def _prior_dict(prior: Any) -> dict[str, Any] | None:
+    return None if prior is None else prior.to_dict()
+
+
+def _emulator_plugin(obj: Any) -> str | None:
+    """The ``calib.emulators`` entry-point name registered for ``obj``'s class."""
+    from . import plugins
+
+    target = f"{type(obj).__module__}:{type(obj).__qualname__}"
+    short = f"{type(obj).__module__.split('.')[0]}:{type(obj).__qualname__}"
+    for name, value in plugins.list("calib.emulators").items():
+        if value in (target, short):
+            return name
+    return None
+
+
+def configuration(calibrator: Any, sample: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The calibration problem as plain JSON-able data (what ``/meta/configuration`` holds).
+
+    The campaigns' arrays are in ``/campaigns``; the configuration lists their names only.
+    """
+    from .interfaces import is_emulator
+
+    model = calibrator.model
+    hyper = {
+        name: {k: _prior_dict(v) for k, v in hp.items()}
+        for name, hp in getattr(model, "hyperpriors", {}).items()
+    }
+    coords = getattr(model, "output_coords", None)
+    return {
+        "mode": "emulator" if is_emulator(calibrator.model_object) else "direct",
+        "parameters": [p.to_dict() for p in calibrator.parameters],
+        "campaigns": [c.name for c in calibrator.campaigns],
+        "discrepancy": calibrator.discrepancy.to_dict(),
+        "noise": calibrator.noise,
+        "hyperpriors": hyper,
+        "noise_prior": _prior_dict(getattr(model, "noise_prior", None))
+        if calibrator.noise in ("shared", "per_campaign")
+        else None,
+        "input_names": list(calibrator.input_names),
+        "output_names": list(calibrator.output_names),
+        "output_coords": None if coords is None else np.asarray(coords).tolist(),
+        "labels": list(model.labels),
+        "sample": dict(sample or {}),
+    }
+
+
+def _simulator_identity(obj: Any) -> dict[str, Any]:
+    ident = getattr(obj, "identity", "")
+    return {
+        "class": f"{type(obj).__module__}:{type(obj).__qualname__}",
+        "identity": str(ident() if callable(ident) else ident),
+        "input_names": [str(s) for s in (getattr(obj, "input_names", None) or ())],
+        "parameter_names": [str(s) for s in (getattr(obj, "parameter_names", None) or ())],
+        "output_names": [str(s) for s in (getattr(obj, "output_names", None) or ())],
+    }
+
+
+def _group_name(name: str) -> str:
+    # HDF5 reserves "/" and a lone "."; the attribute ``name`` keeps the original
+    return name.replace("%", "%25").replace("/", "%2F").replace(".", "%2E")
+
+
+class StudyWriter:
+    """Writer of a calibration into an archive: checkpoints of the chain, then summaries.
+
+    Every checkpoint writes a complete new file beside the archive (``<archive>.tmp``),
+    copying the groups it does not own (``/runs``), fsyncs it and moves it over the
+    archive with :func:`os.replace`. A kill at any moment leaves the previous complete
+    file; a reader that opens the archive sees one consistent checkpoint.
+
+    Parameters
+    ----------
+    path : str or path-like
+    calibrator : Calibrator
+    sample : dict
+        The sampling settings, stored in the configuration.
+    fsync : bool
+        ``fsync`` the new file and the directory at every checkpoint (survives power cuts).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, calibrator: Any, sample: dict[str, Any], fsync: bool = True
+    ):
+        from .interfaces import is_emulator
+
+        self.path = Path(path)
+        self.calibrator = calibrator
+        self.sample = dict(sample)
+        self.fsync = bool(fsync)
+        self.config = configuration(calibrator, sample)
+        obj = calibrator.model_object
+        self.emulator_state = None
+        if is_emulator(obj):
+            state_dict = getattr(obj, "state_dict", None)
+            if not callable(state_dict):
+                raise ArchiveError(
+                    f"archive '{self.path}': the emulator {type(obj).__name__} has no "
+                    f"state_dict(), so it cannot be stored; sample without archive="
+                )
+            self.emulator_state = state_dict()
+            self.emulator_plugin = _emulator_plugin(obj)
+        self.simulator = _simulator_identity(obj)
+        self._fd: int | None = None
+        self.created: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def open(self, resume: bool) -> Any:
+        """Lock the archive and return its stored checkpoint (``None`` if it has none).
+
+        Raises
+        ------
+        ArchiveError
+            If another process writes the archive, if it holds a chain and ``resume`` is
+            false, or if its chain belongs to another problem.
+        """
+        from .sampling import Checkpoint
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        jpath = _journal_path(self.path)
+        fd = os.open(jpath, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ArchiveError(
+                f"archive '{self.path}' is being written by another process (its journal "
+                f"'{jpath}' is locked)"
+            ) from None
+        self._fd = fd
+        try:
+            stored: Checkpoint | None = None
+            if self.path.exists():
+                with _open_h5(self.path) as f:
+                    _check_meta(f, self.path)
+                    if "meta" in f:
+                        self.created = _attr_str(f["meta"], "created", self.path, default=None)
+                    if "chain" in f:
+                        if not resume:
+                            raise ArchiveError(
+                                f"archive '{self.path}' already holds a chain: pass "
+                                f"resume=True to continue it (or to get it back), or give "
+                                f"another archive path (or delete the file) to start a new one"
+                            )
+                        stored = _read_checkpoint(f, self.path)
+            if stored is not None:
+                self._check_compatible(stored)
+        except BaseException:
+            self.close()
+            raise
+        return stored
+
+    def _check_compatible(self, cp: Any) -> None:
+        labels = list(self.calibrator.model.labels)
+        stored = cp.info.get("labels")
+        if stored is not None and list(stored) != labels:
+            raise ArchiveError(
+                f"archive '{self.path}': its chain has coordinates {stored}, the calibrator "
+                f"{labels}; resume with the calibration that wrote it, or use another archive"
+            )
+        for key in ("n_walkers", "seed"):
+            a, b = cp.info.get(key), self.sample.get(key)
+            if key in cp.info and a != b:
+                raise ArchiveError(
+                    f"archive '{self.path}': its chain was sampled with {key}={a!r}, "
+                    f"resume asked for {key}={b!r}; resume with the same {key}"
+                )
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def __enter__(self) -> StudyWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------
+    def checkpoint(self, cp: Any, posterior: Any = None) -> None:
+        """Write the archive with the chain of ``cp`` (and the summaries of ``posterior``).
+
+        Raises
+        ------
+        ArchiveError
+            If the new file cannot be written (a full disk, a file-size limit); the
+            previous checkpoint is left in place and readable.
+        """
+        if self._fd is None:
+            raise ArchiveError(f"archive '{self.path}' is not open for writing")
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()  # left by a kill during an earlier checkpoint
+            with h5py.File(tmp, "w") as dst:
+                if self.path.exists():
+                    with _open_h5(self.path) as src:
+                        for name in src:
+                            if name not in _STUDY_GROUPS:
+                                src.copy(src[name], dst, name=name)
+                self._write_static(dst)
+                _write_chain(dst, cp, self.config)
+                if posterior is not None:
+                    _write_posterior(dst, posterior)
+            if self.fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(tmp, self.path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise ArchiveError(
+                f"archive '{self.path}': the checkpoint at step {cp.n_steps} could not be "
+                f"written ({type(exc).__name__}: {exc}); is the disk full? The previous "
+                f"checkpoint in '{self.path}' is intact"
+            ) from exc
+        if self.fsync:
+            _fsync_dir(self.path.parent)
+
+    def _write_static(self, f: h5py.File) -> None:
+        _write_meta(f)
+        meta = f["meta"]
+        if self.created is not None:
+            meta.attrs["created"] = self.created
+        meta.attrs["updated"] = _now_iso()
+        seed = self.sample.get("seed")
+        meta.attrs["seed"] = -1 if seed is None else int(seed)
+        meta.attrs["configuration"] = json.dumps(self.config, default=_json_default)
+        meta.attrs["mode"] = self.config["mode"]
+        g = f.create_group("simulator")
+        for key, value in self.simulator.items():
+            if key.endswith("_names"):
+                g.attrs[key] = np.array(value, dtype=_STR)
+            else:
+                g.attrs[key] = value
+        if self.emulator_state is not None:
+            g = f.create_group("emulator")
+            g.attrs["class"] = str(self.emulator_state.get("class", ""))
+            g.attrs["plugin"] = self.emulator_plugin or ""
+            g.attrs["python_class"] = self.simulator["class"]
+            _write_state(g, self.emulator_state)
+        g = f.create_group("campaigns")
+        g.attrs["order"] = np.array([c.name for c in self.calibrator.campaigns], dtype=_STR)
+        for c in self.calibrator.campaigns:
+            cg = g.create_group(_group_name(c.name))
+            cg.attrs["name"] = c.name
+            cg.create_dataset("y", data=np.asarray(c.y, dtype="<f8"))
+            if c.x is not None:
+                cg.create_dataset("x", data=np.asarray(c.x, dtype="<f8"))
+            if c.noise_sd is not None:
+                cg.create_dataset("noise_sd", data=np.asarray(c.noise_sd, dtype="<f8"))
+
+
+def _write_state(g: h5py.Group, state: dict[str, Any]) -> None:
+    """An emulator's ``state_dict``: arrays as datasets, str and numbers as scalar datasets;
+    the attribute ``kind`` (``array``, ``str``, ``float``, ``int``) says which."""
+    for key, value in state.items():
+        if isinstance(value, str):
+            ds = g.create_dataset(key, data=value, dtype=_STR)
+            ds.attrs["kind"] = "str"
+        elif isinstance(value, (bool, int, np.integer)) and not isinstance(value, np.ndarray):
+            ds = g.create_dataset(key, data=np.int64(value))
+            ds.attrs["kind"] = "int"
+        elif isinstance(value, (float, np.floating)):
+            ds = g.create_dataset(key, data=np.float64(value))
+            ds.attrs["kind"] = "float"
+        else:
+            ds = g.create_dataset(key, data=np.asarray(value))
+            ds.attrs["kind"] = "array"
+
+
+def _write_chain(f: h5py.File, cp: Any, config: dict[str, Any]) -> None:
+    g = f.create_group("chain")
+    g.create_dataset("chain", data=np.asarray(cp.chain, dtype="<f8"))
+    g.create_dataset("log_prob", data=np.asarray(cp.log_prob, dtype="<f8"))
+    g.create_dataset("accepted", data=np.asarray(cp.accepted, dtype="<i8"))
+    name, keys, pos, has_gauss, cached = cp.rng_state
+    g.create_dataset("rng_key", data=np.asarray(keys, dtype="<u4"))
+    g.attrs["rng_bit_generator"] = str(name)
+    g.attrs["rng_pos"] = int(pos)
+    g.attrs["rng_has_gauss"] = int(has_gauss)
+    g.attrs["rng_cached_gaussian"] = float(cached)
+    g.attrs["iteration"] = int(cp.n_steps)
+    g.attrs["stopped_early"] = int(bool(cp.stopped_early))
+    g.attrs["labels"] = np.array(config["labels"], dtype=_STR)
+    g.attrs["info"] = json.dumps(cp.info, default=_json_default)
+
+
+def _write_posterior(f: h5py.File, posterior: Any) -> None:
+    g = f.create_group("posterior")
+    g.attrs["burn"] = int(posterior.burn)
+    rows = posterior.summary().rows
+    g.create_dataset("quantity", data=np.array([r["name"] for r in rows], dtype=_STR))
+    for col in ("mean", "sd", "q5", "q50", "q95", "ess", "rhat"):
+        g.create_dataset(col, data=np.array([r[col] for r in rows], dtype="<f8"))
+    g.create_dataset("acceptance", data=np.asarray(posterior.acceptance, dtype="<f8"))
+
+
+# ---------------------------------------------------------------------- reading
+def _attr_str(obj: Any, key: str, path: Path, default: Any = ...) -> Any:
+    if key not in obj.attrs:
+        if default is ...:
+            raise ArchiveError(f"archive '{path}': {obj.name} has no attribute '{key}'")
+        return default
+    v = obj.attrs[key]
+    if isinstance(v, bytes):
+        v = v.decode()
+    if not isinstance(v, str):
+        raise ArchiveError(
+            f"archive '{path}': {obj.name} attribute '{key}' should be a string, got {v!r}"
+        )
+    return v
+
+
+def _attr_num(obj: Any, key: str, path: Path, kind: type = int) -> Any:
+    if key not in obj.attrs:
+        raise ArchiveError(f"archive '{path}': {obj.name} has no attribute '{key}'")
+    v = obj.attrs[key]
+    if not (np.ndim(v) == 0 and isinstance(v, (int, float, np.integer, np.floating))):
+        raise ArchiveError(
+            f"archive '{path}': {obj.name} attribute '{key}' should be a number, got {v!r}"
+        )
+    if kind is int and (not float(v).is_integer()):
+        raise ArchiveError(f"archive '{path}': {obj.name} attribute '{key}' should be an integer")
+    return kind(v)
+
+
+def _dataset(g: h5py.Group, key: str, path: Path, ndim: int | None, kind: str = "f") -> np.ndarray:
+    """A numeric dataset of ``g`` checked for presence, rank and dtype kind."""
+    if key not in g:
+        raise ArchiveError(f"archive '{path}': {g.name} has no dataset '{key}'")
+    ds = g[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise ArchiveError(f"archive '{path}': {ds.name} should be a dataset, got a group")
+    ok_kinds = {"f": "f", "i": "iu", "u": "u"}[kind]
+    if ds.dtype.kind not in ok_kinds or ds.dtype.fields is not None:
+        raise ArchiveError(
+            f"archive '{path}': {ds.name} should hold "
+            f"{'floats' if kind == 'f' else 'integers'}, got dtype {ds.dtype}"
+        )
+    if ndim is not None and ds.ndim != ndim:
+        raise ArchiveError(
+            f"archive '{path}': {ds.name} should have {ndim} dimension(s), got shape {ds.shape}"
+        )
+    return ds[()]
+
+
+def _read_checkpoint(f: h5py.File, path: Path) -> Any:
+    from .sampling import Checkpoint
+
+    g = f["chain"]
+    if not isinstance(g, h5py.Group):
+        raise ArchiveError(f"archive '{path}': /chain should be a group")
+    chain = _dataset(g, "chain", path, 3)
+    n, w, d = chain.shape
+    log_prob = _dataset(g, "log_prob", path, 2)
+    accepted = _dataset(g, "accepted", path, 1, "i")
+    key = _dataset(g, "rng_key", path, 1, "i")
+    if n < 1:
+        raise ArchiveError(f"archive '{path}': /chain/chain holds no step")
+    if log_prob.shape != (n, w):
+        raise ArchiveError(
+            f"archive '{path}': /chain/log_prob has shape {log_prob.shape}, expected ({n}, {w})"
+        )
+    if accepted.shape != (w,) or (accepted < 0).any() or (accepted > n).any():
+        raise ArchiveError(
+            f"archive '{path}': /chain/accepted should be {w} counts in [0, {n}], got "
+            f"shape {accepted.shape}"
+        )
+    if key.shape != (_RNG_WORDS,):
+        raise ArchiveError(
+            f"archive '{path}': /chain/rng_key has shape {key.shape}, expected ({_RNG_WORDS},)"
+        )
+    if not np.isfinite(chain).all():
+        raise ArchiveError(f"archive '{path}': /chain/chain contains NaN or inf")
+    iteration = _attr_num(g, "iteration", path)
+    if iteration != n:
+        raise ArchiveError(
+            f"archive '{path}': /chain says iteration {iteration} but holds {n} steps"
+        )
+    bitgen = _attr_str(g, "rng_bit_generator", path)
+    if bitgen != "MT19937":
+        raise ArchiveError(f"archive '{path}': /chain rng_bit_generator {bitgen!r} is not MT19937")
+    pos = _attr_num(g, "rng_pos", path)
+    if not 0 <= pos <= _RNG_WORDS:
+        raise ArchiveError(f"archive '{path}': /chain rng_pos {pos} is outside [0, {_RNG_WORDS}]")
+    rng_state = (
+        bitgen,
+        key.astype(np.uint32),
+        pos,
+        _attr_num(g, "rng_has_gauss", path),
+        _attr_num(g, "rng_cached_gaussian", path, float),
+    )
+    try:
+        info = json.loads(_attr_str(g, "info", path))
+        labels = _strs(g.attrs["labels"]) if "labels" in g.attrs else None
+    except (ValueError, TypeError) as exc:
+        raise ArchiveError(
+            f"archive '{path}': /chain attribute 'info' is not JSON: {exc}"
+        ) from None
+    if not isinstance(info, dict):
+        raise ArchiveError(f"archive '{path}': /chain attribute 'info' should be a JSON object")
+    if labels is not None:
+        if len(labels) != d:
+            raise ArchiveError(
+                f"archive '{path}': /chain has {d} coordinates but {len(labels)} labels"
+            )
+        info["labels"] = labels
+    return Checkpoint(
+        chain=chain,
+        log_prob=log_prob,
+        accepted=accepted.astype(np.int64),
+        rng_state=rng_state,
+        stopped_early=bool(_attr_num(g, "stopped_early", path)),
+        info=info,
+    )
+
+
+def read_chain(path: str | os.PathLike) -> Any:
+    """The last checkpoint of an archive's chain (:class:`calib.sampling.Checkpoint`).
+
+    Safe while another process samples into the archive: the file is replaced atomically,
+    so an open reads one whole checkpoint.
+
+    Raises
+    ------
+    ArchiveError
+        If the file is missing, unreadable or has no (valid) ``/chain``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ArchiveError(f"archive: no such file '{path}'")
+    with _open_h5(path) as f:
+        try:
+            _check_meta(f, path)
+            if "chain" not in f:
+                raise ArchiveError(f"archive '{path}' has no /chain group (nothing sampled yet)")
+            return _read_checkpoint(f, path)
+        except ArchiveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged file is an ArchiveError
+            raise ArchiveError(f"archive '{path}': /chain cannot be read ({exc})") from None
+
+
+# ---------------------------------------------------------------------- sampling into it
+def sample_into(
+    calibrator: Any,
+    path: str | os.PathLike,
+    *,
+    n_walkers: int | None,
+    n_steps: int,
+    seed: int | None,
+    progress: bool,
+    resume: bool,
+    checkpoint_every: int,
+    fsync: bool = True,
+    **options: Any,
+) -> Any:
+    """:meth:`Calibrator.sample` with ``archive=path`` (see its docstring)."""
+    from dataclasses import replace
+
+    from .sampling import posterior_from_chain, run_sampler
+
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False, got {resume!r}")
+    sample = {
+        "n_walkers": None if n_walkers is None else int(n_walkers),
+        "n_steps": int(n_steps) if isinstance(n_steps, (int, np.integer)) else n_steps,
+        "seed": None if seed is None else int(seed),
+        "checkpoint_every": checkpoint_every,
+        **{k: v for k, v in options.items() if isinstance(v, (bool, int, float, str, type(None)))},
+    }
+    writer = StudyWriter(path, calibrator, sample, fsync=fsync)
+    with writer:
+        stored = writer.open(resume)
+        if stored is not None:
+            w = stored.chain.shape[1]
+            if n_walkers is not None and int(n_walkers) != w:
+                raise ArchiveError(
+                    f"archive '{writer.path}': its chain has {w} walkers, resume asked for "
+                    f"n_walkers={n_walkers}; resume with n_walkers={w} (or None)"
+                )
+            writer.sample["n_walkers"] = n_walkers = w
+            if not isinstance(n_steps, (int, np.integer)) or n_steps < 2:
+                raise ValueError(f"n_steps must be an integer ≥ 2, got {n_steps!r}")
+            s = stored.n_steps
+            if stored.stopped_early or s >= n_steps:
+                # the archive already holds this run: an uninterrupted run of n_steps ends
+                # where it did, or at n_steps on the same path
+                n = min(s, int(n_steps))
+                return posterior_from_chain(
+                    calibrator,
+                    stored.chain[:n],
+                    stored.log_prob[:n],
+                    _accepted_at(stored, n),
+                    options.get("burn", stored.info.get("burn")),
+                    stored.stopped_early and n == s,
+                    {**stored.info, "n_steps_budget": int(n_steps), "archive": str(writer.path)},
+                )
+        extra = {
+            "n_walkers": n_walkers,
+            "labels": list(calibrator.model.labels),
+            "burn": options.get("burn"),
+        }
+        last: list[Any] = []
+
+        def checkpoint(cp: Any) -> None:
+            cp = replace(
+                cp, info={**cp.info, **{k: v for k, v in extra.items() if k not in cp.info}}
+            )
+            if cp.info.get("n_walkers") is None:
+                cp.info["n_walkers"] = int(cp.chain.shape[1])
+            writer.checkpoint(cp)
+            last[:] = [cp]
+
+        post = run_sampler(
+            calibrator,
+            n_walkers=n_walkers,
+            n_steps=n_steps,
+            seed=seed,
+            progress=progress,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            resume=stored,
+            **options,
+        )
+        if last:
+            writer.checkpoint(last[0], posterior=post)
+        post.info["archive"] = str(writer.path)
+        post.info.setdefault("n_walkers", post.n_walkers)
+        return post
+
+
+def _accepted_at(cp: Any, n: int) -> np.ndarray:
+    """Acceptance counts after ``n`` steps; only the final counts are stored, so a shorter
+    prefix gets them rescaled (used for the acceptance fraction only)."""
+    if n == cp.n_steps:
+        return cp.accepted.astype(float)
+    return cp.accepted.astype(float) * n / cp.n_steps
+
+
+# ---------------------------------------------------------------------- load
+def load(path: str | os.PathLike, simulator: Any = None) -> Any:
+    """Restore the :class:`~calib.posterior.Posterior` of a study archive.
+
+    Nothing stored in the file is executed: the emulator is rebuilt from its stored arrays
+    by the class registered under its name in the ``calib.emulators`` entry points; a
+    Python simulator (direct mode) cannot be stored and is given again.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The archive written by ``Calibrator.sample(archive=path)``.
+    simulator : Simulator, optional
+        Required when the chain was sampled with the simulator in the likelihood (direct
+        mode); its input, parameter and output names must match the archived ones.
+
+    Returns
+    -------
+    Posterior
+        With ``posterior.calibrator`` (emulator, parameters, campaigns) rebuilt,
+        ``posterior.runs`` (a :class:`~calib.RunSet`, or ``None`` if the archive has no
+        ``/runs``) and ``posterior.info["archive"]``.
+
+    Raises
+    ------
+    ArchiveError
+        If the file is not a calib archive, is damaged, newer than this calib, has no
+        chain, or needs ``simulator=``; the message names the file and what is wrong.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ArchiveError(f"archive: no such file '{path}'")
+    if path.is_dir():
+        raise ArchiveError(f"archive '{path}' is a directory, not an HDF5 file")
+    try:
+        with _open_h5(path) as f:
+            post = _load(f, path, simulator)
+        post.runs = None
+        if "runs" in _group_names(path):
+            from .runner import RunSet
+
+            post.runs = RunSet.from_archive(path)
+    except ArchiveError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file raises, say so
+        raise ArchiveError(
+            f"archive '{path}' cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from None
+    return post
+
+
+def _group_names(path: Path) -> list[str]:
+    with _open_h5(path) as f:
+        return list(f)
+
+
+def _read_state(g: h5py.Group, path: Path) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset):
+            return
+        kind = obj.attrs.get("kind", "array")
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        value = obj[()]
+        if kind == "str":
+            if not isinstance(value, (bytes, str)):
+                raise ArchiveError(f"archive '{path}': {obj.name} should be a string")
+            state[name] = value.decode() if isinstance(value, bytes) else value
+        elif kind in ("float", "int"):
+            if np.ndim(value) != 0 or obj.dtype.kind not in "fiu":
+                raise ArchiveError(f"archive '{path}': {obj.name} should be a number")
+            state[name] = float(value) if kind == "float" else int(value)
+        elif kind == "array":
+            if obj.dtype.kind not in "fiub":
+                raise ArchiveError(
+                    f"archive '{path}': {obj.name} should be numeric, got dtype {obj.dtype}"
+                )
+            state[name] = np.asarray(value)
+        else:
+            raise ArchiveError(f"archive '{path}': {obj.name} has unknown kind {kind!r}")
+
+    g.visititems(visit)
+    return state
+
+
+def _emulator_class(g: h5py.Group, path: Path) -> Any:
+    from . import plugins
+
+    cls_name = _attr_str(g, "class", path)
+    plugin = _attr_str(g, "plugin", path, default="")
+    registered = plugins.list("calib.emulators")
+    # only a registered entry point is imported, never a module named by the file
+    name = plugin if plugin in registered else None
+    if name is None:
+        for ep_name, value in registered.items():
+            if value.rsplit(":", 1)[-1] == cls_name:
+                name = ep_name
+                break
+    if name is None:
+        raise ArchiveError(
+            f"archive '{path}': the emulator class {cls_name!r} (plug-in {plugin!r}) is not "
+            f"registered under the calib.emulators entry points ({sorted(registered)}); "
+            f"install the package that provides it"
+        )
+    cls = plugins.load("calib.emulators", name)
+    if not callable(getattr(cls, "from_state_dict", None)):
+        raise ArchiveError(
+            f"archive '{path}': the emulator plug-in {name!r} has no from_state_dict()"
+        )
+    return cls
+
+
+def _check_simulator(sim: Any, f: h5py.File, path: Path) -> None:
+    if "simulator" not in f:
+        raise ArchiveError(f"archive '{path}' has no /simulator group")
+    g = f["simulator"]
+    stored = _simulator_identity(sim)
+    for key in ("input_names", "parameter_names", "output_names"):
+        want = _strs(g.attrs[key]) if key in g.attrs else None
+        if want is None:
+            raise ArchiveError(f"archive '{path}': /simulator has no attribute '{key}'")
+        if list(want) != stored[key]:
+            raise ArchiveError(
+                f"archive '{path}': simulator= has {key} {stored[key]}, but the archive was "
+                f"sampled with a simulator whose {key} are {list(want)}"
+            )
+
+
+def _load(f: h5py.File, path: Path, simulator: Any) -> Any:
+    from .calibrator import Calibrator
+    from .campaign import Campaign
+    from .discrepancy import Discrepancy
+    from .parameters import Parameter
+    from .priors import Prior
+    from .sampling import posterior_from_chain
+
+    if "meta" not in f or not isinstance(f["meta"], h5py.Group):
+        raise ArchiveError(
+            f"archive '{path}' is an HDF5 file without a /meta group: not a calib study "
+            f"archive (written by another program?)"
+        )
+    meta = f["meta"]
+    fmt = _attr_str(meta, "format", path, default=None)
+    if fmt != FORMAT:
+        raise ArchiveError(
+            f"archive '{path}': /meta format is {fmt!r}, expected {FORMAT!r}: not a calib "
+            f"study archive"
+        )
+    version = _attr_num(meta, "schema_version", path)
+    if version > SCHEMA_VERSION:
+        raise ArchiveError(
+            f"archive '{path}' has schema version {version}; this calib reads up to "
+            f"{SCHEMA_VERSION}: upgrade calib"
+        )
+    if "chain" not in f:
+        raise ArchiveError(
+            f"archive '{path}' has no /chain group: nothing was sampled into it (a design "
+            f"only? read its runs with calib.RunSet.from_archive)"
+        )
+    try:
+        config = json.loads(_attr_str(meta, "configuration", path))
+    except ValueError as exc:
+        raise ArchiveError(f"archive '{path}': /meta configuration is not JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ArchiveError(f"archive '{path}': /meta configuration should be a JSON object")
+    need = ("mode", "parameters", "discrepancy", "noise", "hyperpriors", "labels", "input_names")
+    missing = [k for k in need if k not in config]
+    if missing:
+        raise ArchiveError(f"archive '{path}': /meta configuration lacks {missing}")
+    # ------------------------------------------------------------ campaigns
+    if "campaigns" not in f:
+        raise ArchiveError(f"archive '{path}' has no /campaigns group")
+    cg = f["campaigns"]
+    order = _strs(cg.attrs["order"]) if "order" in cg.attrs else None
+    if order is None:
+        raise ArchiveError(f"archive '{path}': /campaigns has no attribute 'order'")
+    campaigns = []
+    for name in order:
+        key = _group_name(name)
+        if key not in cg or not isinstance(cg[key], h5py.Group):
+            raise ArchiveError(f"archive '{path}': /campaigns has no group for campaign {name!r}")
+        g = cg[key]
+        y = _dataset(g, "y", path, None)
+        x = _dataset(g, "x", path, 2) if "x" in g else None
+        noise_sd = _dataset(g, "noise_sd", path, None) if "noise_sd" in g else None
+        try:
+            campaigns.append(Campaign(name, x=x, y=y, noise_sd=noise_sd))
+        except (ValueError, TypeError) as exc:
+            raise ArchiveError(f"archive '{path}': /campaigns/{key} is invalid: {exc}") from None
+    # ------------------------------------------------------------ the forward model
+    mode = config["mode"]
+    if mode == "emulator":
+        if "emulator" not in f or not isinstance(f["emulator"], h5py.Group):
+            raise ArchiveError(
+                f"archive '{path}' was sampled with an emulator but has no /emulator"
+            )
+        cls = _emulator_class(f["emulator"], path)
+        state = _read_state(f["emulator"], path)
+        try:
+            model = cls.from_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - a plug-in's own error on a bad state
+            raise ArchiveError(
+                f"archive '{path}': /emulator cannot be restored by {cls.__name__}."
+                f"from_state_dict: {type(exc).__name__}: {exc}"
+            ) from None
+    elif mode == "direct":
+        if simulator is None:
+            ident = (
+                _attr_str(f["simulator"], "identity", path, default="?")
+                if "simulator" in f
+                else "?"
+            )
+            raise ArchiveError(
+                f"archive '{path}' was sampled with the simulator itself in the likelihood "
+                f"({ident}), which cannot be stored without pickle: pass it again, "
+                f"calib.load('{path}', simulator=sim)"
+            )
+        _check_simulator(simulator, f, path)
+        model = simulator
+    else:
+        raise ArchiveError(f"archive '{path}': /meta configuration mode {mode!r} is unknown")
+    # ------------------------------------------------------------ the calibrator
+    try:
+        parameters = [Parameter.from_dict(d) for d in config["parameters"]]
+        d = config["discrepancy"]
+        disc = Discrepancy(
+            d["mode"],
+            kernel=d["kernel"],
+            scale_prior=None if d.get("scale_prior") is None else Prior.from_dict(d["scale_prior"]),
+            lengthscale_prior=None
+            if d.get("lengthscale_prior") is None
+            else Prior.from_dict(d["lengthscale_prior"]),
+        )
+        hyper = {
+            name: {k: Prior.from_dict(v) for k, v in hp.items() if v is not None}
+            for name, hp in config["hyperpriors"].items()
+        }
+        noise_prior = config.get("noise_prior")
+        cal = Calibrator(
+            model,
+            parameters,
+            campaigns,
+            discrepancy=disc,
+            noise=config["noise"],
+            hyperpriors=hyper,
+            noise_prior=None if noise_prior is None else Prior.from_dict(noise_prior),
+            input_names=config["input_names"] if mode == "emulator" else None,
+            output_coords=config.get("output_coords"),
+        )
+    except ArchiveError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ArchiveError(
+            f"archive '{path}': the stored configuration does not rebuild the calibration: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    if list(cal.model.labels) != list(config["labels"]):
+        raise ArchiveError(
+            f"archive '{path}': the rebuilt calibration has coordinates {cal.model.labels}, "
+            f"the archive {config['labels']}"
+        )
+    cp = _read_checkpoint(f, path)
+    if cp.chain.shape[2] != cal.model.n_dim:
+        raise ArchiveError(
+            f"archive '{path}': /chain/chain has {cp.chain.shape[2]} coordinates, the "
+            f"calibration {cal.model.n_dim}"
+        )
+    burn = config.get("sample", {}).get("burn", cp.info.get("burn"))
+    if burn is not None and not (isinstance(burn, int) and 0 <= burn):
+        raise ArchiveError(f"archive '{path}': stored burn {burn!r} is not a count of steps")
+    return posterior_from_chain(
+        cal,
+        cp.chain,
+        cp.log_prob,
+        cp.accepted,
+        burn,
+        cp.stopped_early,
+        {**cp.info, "archive": str(path)},
+    )

@@ -266,21 +266,56 @@ class Calibrator:
         seed: int | None = None,
         progress: bool = False,
         archive: str | None = None,
+        resume: bool = False,
+        checkpoint_every: int = 500,
         **options: Any,
     ):
         """Sample the joint posterior with emcee; see :func:`calib.sampling.run_sampler`.
 
+        Parameters
+        ----------
+        archive : str or path-like, optional
+            Study archive (HDF5, docs/archive.md): the chain is written into it every
+            ``checkpoint_every`` steps with emcee's state, then the summaries.
+        resume : bool
+            With ``archive``: continue the archived chain up to ``n_steps`` (the result
+            equals an uninterrupted run with the same seed, bit for bit); with no chain in
+            the archive yet, start afresh; when the archive already holds ``n_steps``
+            steps (or its run stopped early), return that posterior without sampling.
+        checkpoint_every : int
+            Steps between checkpoints.
+        **options
+            Passed to :func:`calib.sampling.run_sampler`; ``fsync=False`` skips the
+            ``fsync`` of every checkpoint (faster; a power cut may lose checkpoints).
+
         Returns
         -------
         Posterior
+
+        Raises
+        ------
+        calib.ArchiveError
+            If ``archive`` already holds a chain and ``resume`` is false, if its chain was
+            sampled by another problem, or if a checkpoint cannot be written.
         """
         from .sampling import run_sampler
 
         if archive is not None:
-            raise NotImplementedError(
-                "archive= in Calibrator.sample is not available yet: chain checkpoints come "
-                "with the study-archive work (issue 5)"
+            from .archive import sample_into
+
+            return sample_into(
+                self,
+                archive,
+                n_walkers=n_walkers,
+                n_steps=n_steps,
+                seed=seed,
+                progress=progress,
+                resume=resume,
+                checkpoint_every=checkpoint_every,
+                **options,
             )
+        if resume:
+            raise ValueError("resume=True needs archive=: the chain to continue lives there")
         return run_sampler(
             self, n_walkers=n_walkers, n_steps=n_steps, seed=seed, progress=progress, **options
         )

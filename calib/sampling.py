@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import emcee
@@ -19,7 +21,7 @@ from scipy import optimize
 
 from .likelihood import DTYPE
 
-__all__ = ["run_sampler", "find_map", "default_moves"]
+__all__ = ["run_sampler", "find_map", "default_moves", "Checkpoint", "posterior_from_chain"]
 
 
 def default_moves() -> list[tuple[Any, float]]:
@@ -131,6 +133,9 @@ def run_sampler(
     min_steps: int = 1000,
     init: np.ndarray | None = None,
     threads: int | None = None,
+    checkpoint: Callable[[Checkpoint], None] | None = None,
+    checkpoint_every: int = 500,
+    resume: Checkpoint | None = None,
 ):
     """Run emcee on the calibrator's log-posterior.
 
@@ -162,6 +167,14 @@ def run_sampler(
         torch's intra-op threads while sampling. Default: 1 when the covariance blocks are
         small (≤ 256 entries), where threads cost more in synchronization than they save
         (measured in benchmarks/logpost.py); torch's own setting otherwise.
+    checkpoint : callable, optional
+        Called with a :class:`Checkpoint` every ``checkpoint_every`` steps and when sampling
+        ends (``Calibrator.sample(archive=...)`` passes the archive writer).
+    checkpoint_every : int
+        Steps between checkpoints.
+    resume : Checkpoint, optional
+        Continue this chain instead of starting one: emcee's chain, acceptance counts and
+        generator state are restored, so the continued chain equals an uninterrupted run.
 
     Returns
     -------
@@ -180,6 +193,10 @@ def run_sampler(
             f"n_walkers must be an even integer ≥ 2·n_dim = {2 * d} (emcee's ensemble moves "
             f"need it), got {n_walkers!r}"
         )
+    if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an integer ≥ 1, got {checkpoint_every!r}")
+    if not isinstance(check_every, (int, np.integer)) or check_every < 1:
+        raise ValueError(f"check_every must be an integer ≥ 1, got {check_every!r}")
     if burn is not None and not (0 <= burn < n_steps):
         raise ValueError(f"burn must be in [0, n_steps), got {burn!r}")
     rng = np.random.default_rng(seed)
@@ -203,6 +220,9 @@ def run_sampler(
             min_steps,
             init,
             rng,
+            checkpoint,
+            int(checkpoint_every),
+            resume,
         )
     finally:
         torch.set_num_threads(torch_threads)
@@ -223,10 +243,16 @@ def _run(
     min_steps,
     init,
     rng,
+    checkpoint=None,
+    checkpoint_every=500,
+    resume=None,
 ):
-    from .posterior import Posterior
-
     d = model.n_dim
+    if resume is not None:
+        return _continue(
+            model, calibrator, n_steps, progress, moves, burn, autocorr_stop, check_every,
+            min_steps, checkpoint, checkpoint_every, resume,
+        )  # fmt: skip
     if init is None:
         starts = model.sample_prior(rng, n_starts)
         u_map, lp_map, _ = find_map(model, starts)
@@ -260,35 +286,179 @@ def _run(
     )
     sampler.random_state = np.random.RandomState(int(rng.integers(0, 2**31 - 1))).get_state()
     state = emcee.State(p0, random_state=sampler.random_state)
-    done = 0
+    info = {
+        "seed": seed,
+        "n_steps_budget": int(n_steps),
+        "map_log_posterior": lp_map,
+        "map": None if u_map is None else u_map.tolist(),
+        "moves": repr(moves) if moves is not None else "DEMove 0.8 + StretchMove 0.2",
+        "check_every": int(check_every),
+        "min_steps": int(min_steps),
+        "autocorr_stop": bool(autocorr_stop),
+    }
+    return _loop(
+        model, calibrator, sampler, state, 0, n_steps, progress, burn, autocorr_stop,
+        check_every, min_steps, checkpoint, checkpoint_every, info, counter,
+    )  # fmt: skip
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to continue an emcee chain exactly, as plain arrays.
+
+    Attributes
+    ----------
+    chain : ndarray of shape (n_steps, n_walkers, n_dim)
+    log_prob : ndarray of shape (n_steps, n_walkers)
+    accepted : ndarray of int, shape (n_walkers,)
+        Accepted proposals per walker (emcee's backend counts).
+    rng_state : tuple
+        ``numpy.random.RandomState.get_state()`` of emcee's generator after the last step:
+        ``("MT19937", keys (624,) uint32, pos, has_gauss, cached_gaussian)``.
+    stopped_early : bool
+        The autocorrelation rule stopped the chain (it will not be continued).
+    info : dict
+        Seed, budget, MAP, sampler settings (JSON-able).
+    """
+
+    chain: np.ndarray
+    log_prob: np.ndarray
+    accepted: np.ndarray
+    rng_state: tuple
+    stopped_early: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.chain.shape[0])
+
+
+def _make_checkpoint(sampler, stopped_early: bool, info: dict[str, Any]) -> Checkpoint:
+    b = sampler.backend
+    n = b.iteration
+    return Checkpoint(
+        chain=b.chain[:n],
+        log_prob=b.log_prob[:n],
+        accepted=np.asarray(b.accepted, dtype=np.int64).copy(),
+        rng_state=sampler.random_state,
+        stopped_early=stopped_early,
+        info=info,
+    )
+
+
+def _continue(
+    model, calibrator, n_steps, progress, moves, burn, autocorr_stop, check_every, min_steps,
+    checkpoint, checkpoint_every, resume,
+):  # fmt: skip
+    n_done, n_walkers, d = resume.chain.shape
+    if d != model.n_dim:
+        raise ValueError(f"resume: the chain has {d} coordinates but the model has {model.n_dim}")
+    counter = {"fail": 0, "calls": 0}
+
+    def logp(U: np.ndarray) -> np.ndarray:
+        out = model.log_posterior_numpy(U)
+        counter["fail"] += model.failures
+        counter["calls"] += U.shape[0]
+        return out
+
+    sampler = emcee.EnsembleSampler(
+        n_walkers, d, logp, vectorize=True, moves=moves if moves is not None else default_moves()
+    )
+    # refill emcee's in-memory backend: the stopping rule reads the whole chain
+    b = sampler.backend
+    b.grow(n_done, None)
+    b.chain[:n_done] = resume.chain
+    b.log_prob[:n_done] = resume.log_prob
+    b.accepted[:] = resume.accepted
+    b.iteration = n_done
+    b.random_state = resume.rng_state
+    sampler.random_state = resume.rng_state
+    state = emcee.State(
+        resume.chain[-1].copy(), log_prob=resume.log_prob[-1].copy(), random_state=resume.rng_state
+    )
+    info = dict(resume.info)
+    info["n_steps_budget"] = int(n_steps)
+    return _loop(
+        model, calibrator, sampler, state, n_done, n_steps, progress, burn, autocorr_stop,
+        check_every, min_steps, checkpoint, checkpoint_every, info, counter, check_now=True,
+    )  # fmt: skip
+
+
+def _stop_rule(sampler, done: int) -> bool:
+    chain = sampler.get_chain()[done // 2 :]
+    tau = emcee.autocorr.integrated_time(chain, tol=0)
+    return bool(np.all(np.isfinite(tau)) and done > 50 * float(np.max(tau)))
+
+
+def _loop(
+    model, calibrator, sampler, state, done, n_steps, progress, burn, autocorr_stop,
+    check_every, min_steps, checkpoint, checkpoint_every, info, counter, check_now=False,
+):  # fmt: skip
+    """Advance to ``n_steps`` in chunks that end on every autocorrelation check and every
+    checkpoint; splitting ``run_mcmc`` calls does not change the chain (the state carries
+    emcee's generator), so checkpointing leaves the chain bit-for-bit the same."""
     stopped_early = False
+
+    def check(done: int) -> bool:
+        return (
+            autocorr_stop
+            and done >= min_steps
+            and done < n_steps
+            and done % check_every == 0
+            and _stop_rule(sampler, done)
+        )
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # emcee's own warnings on -inf proposals
-        while done < n_steps:
-            k = min(check_every, n_steps - done) if autocorr_stop else n_steps - done
+        # a resumed chain meets the check an uninterrupted one made at this step
+        if check_now and done > 0 and check(done):
+            stopped_early = True
+        while done < n_steps and not stopped_early:
+            nxt = n_steps
+            if autocorr_stop:
+                nxt = min(nxt, (done // check_every + 1) * check_every)
+            if checkpoint is not None:
+                nxt = min(nxt, (done // checkpoint_every + 1) * checkpoint_every)
+            k = nxt - done
             state = sampler.run_mcmc(state, k, progress=progress, skip_initial_state_check=True)
             done += k
-            if autocorr_stop and done >= min_steps and done < n_steps:
-                chain = sampler.get_chain()[done // 2 :]
-                tau = emcee.autocorr.integrated_time(chain, tol=0)
-                if np.all(np.isfinite(tau)) and done > 50 * float(np.max(tau)):
-                    stopped_early = True
-                    break
+            stopped_early = check(done)
+            if checkpoint is not None and (
+                done % checkpoint_every == 0 or done >= n_steps or stopped_early
+            ):
+                checkpoint(_make_checkpoint(sampler, stopped_early, info))
     model.warn_failures(counter["fail"], counter["calls"])
-    chain = sampler.get_chain()
+    return posterior_from_chain(
+        calibrator,
+        sampler.get_chain(),
+        sampler.get_log_prob(),
+        np.asarray(sampler.backend.accepted, dtype=float),
+        burn,
+        stopped_early,
+        info,
+    )
+
+
+def posterior_from_chain(
+    calibrator,
+    chain: np.ndarray,
+    log_prob: np.ndarray,
+    accepted: np.ndarray,
+    burn: int | None,
+    stopped_early: bool,
+    info: dict[str, Any],
+):
+    """The :class:`~calib.posterior.Posterior` of a chain (fresh, resumed or loaded)."""
+    from .posterior import Posterior
+
+    n = int(chain.shape[0])
+    info = dict(info)
+    info.update(n_steps=n, stopped_early=bool(stopped_early))
     return Posterior(
         calibrator,
         chain=chain,
-        log_prob=sampler.get_log_prob(),
-        acceptance=np.asarray(sampler.acceptance_fraction, dtype=float),
-        burn=chain.shape[0] // 2 if burn is None else min(burn, chain.shape[0] - 1),
-        info={
-            "seed": seed,
-            "n_steps_budget": int(n_steps),
-            "n_steps": int(chain.shape[0]),
-            "stopped_early": stopped_early,
-            "map_log_posterior": lp_map,
-            "map": None if u_map is None else u_map.tolist(),
-            "moves": repr(moves) if moves is not None else "DEMove 0.8 + StretchMove 0.2",
-        },
+        log_prob=log_prob,
+        acceptance=np.asarray(accepted, dtype=float) / max(n, 1),
+        burn=n // 2 if burn is None else min(burn, n - 1),
+        info=info,
     )

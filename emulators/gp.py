@@ -291,6 +291,27 @@ class _flush_denormals:
         return False
 
 
+class _threads_for:
+    """Train single-threaded when the matrices are small (``n · m < 2000``).
+
+    For small batched Cholesky factorizations the OpenMP synchronization costs more than
+    the work; on a loaded 2-core machine, spin-waiting worker threads made a 200-run fit
+    20x slower (36 s against 1.9 s single-threaded). The thread count is restored after.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.small = size < 2000
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        if self.small:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.saved)
+        return False
+
+
 class _Stack:
     def __init__(self, *ctx):
         self.ctx = ctx
@@ -615,7 +636,7 @@ class GPEmulator:
         results = []  # (raw state, per-output loss, converged)
         failures = []
         start, max_attempts = 0, 2 * self.n_restarts + 2
-        with _gp_settings(), _flush_denormals():
+        with _gp_settings(), _flush_denormals(), _threads_for(self.n_train * self.n_outputs):
             while len(results) < self.n_restarts and start < max_attempts:
                 self._draw_start(rng, start)
                 start += 1
