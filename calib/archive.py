@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import io
 import json
 import math
 import os
@@ -759,34 +760,39 @@ class StudyWriter:
         """
         if self._fd is None:
             raise ArchiveError(f"archive '{self.path}' is not open for writing")
+        # the new file is built in memory and written with plain os.write: HDF5 itself
+        # never meets a failing write (it can crash the process on one), and a full disk
+        # is an OSError before anything replaces the archive
+        buf = io.BytesIO()
+        with h5py.File(buf, "w") as dst:
+            if self.path.exists():
+                with _open_h5(self.path) as src:
+                    for name in src:
+                        if name not in _STUDY_GROUPS:
+                            src.copy(src[name], dst, name=name)
+            self._write_static(dst)
+            _write_chain(dst, cp, self.config)
+            if posterior is not None:
+                _write_posterior(dst, posterior)
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()  # left by a kill during an earlier checkpoint
-            with h5py.File(tmp, "w") as dst:
-                if self.path.exists():
-                    with _open_h5(self.path) as src:
-                        for name in src:
-                            if name not in _STUDY_GROUPS:
-                                src.copy(src[name], dst, name=name)
-                self._write_static(dst)
-                _write_chain(dst, cp, self.config)
-                if posterior is not None:
-                    _write_posterior(dst, posterior)
-            if self.fsync:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = buf.getbuffer()
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.fsync:
                     os.fsync(fd)
-                finally:
-                    os.close(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, self.path)
-        except (OSError, RuntimeError, ValueError) as exc:
+        except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise ArchiveError(
                 f"archive '{self.path}': the checkpoint at step {cp.n_steps} could not be "
-                f"written ({type(exc).__name__}: {exc}); is the disk full? The previous "
-                f"checkpoint in '{self.path}' is intact"
+                f"written ({exc}); is the disk full? The previous checkpoint in "
+                f"'{self.path}' is intact"
             ) from exc
         if self.fsync:
             _fsync_dir(self.path.parent)
