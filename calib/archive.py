@@ -1225,6 +1225,12 @@ def _emulator_class(g: h5py.Group, path: Path) -> Any:
             f"install the package that provides it"
         )
     cls = plugins.load("calib.emulators", name)
+    if getattr(cls, "__name__", None) != cls_name:
+        raise ArchiveError(
+            f"archive '{path}': the emulator is a {cls_name!r}, but the registered plug-in "
+            f"{name!r} provides {getattr(cls, '__name__', cls)!r}: not registered under the "
+            f"calib.emulators entry points"
+        )
     if not callable(getattr(cls, "from_state_dict", None)):
         raise ArchiveError(
             f"archive '{path}': the emulator plug-in {name!r} has no from_state_dict()"
