@@ -61,9 +61,11 @@ def main() -> None:
     ):
         cases = [
             ("serial", dict(executor="serial")),
-            ("processes", dict(executor=None)),
+            ("processes, chunksize=1", dict(executor=None, chunksize=1)),
+            ("processes, chunksize=auto (default)", dict(executor=None)),
             ("processes, chunksize=16", dict(executor=None, chunksize=16)),
-            ("dask (2 workers)", dict(executor=client)),
+            ("dask (2 workers), chunksize=1", dict(executor=client, chunksize=1)),
+            ("dask, chunksize=auto (default)", dict(executor=client)),
             ("dask, chunksize=16", dict(executor=client, chunksize=16)),
             ("processes + archive", dict(executor=None, archive="a")),
             ("dask + archive", dict(executor=client, archive="b")),

@@ -170,6 +170,7 @@ class Model:
         self._t_padf = torch.as_tensor(pad, dtype=DTYPE)
         self._t_y = torch.as_tensor(self.y_obs, dtype=DTYPE)
         self._t_obs_campaign = torch.as_tensor(self.obs_campaign)
+        self._t_row_campaign = torch.as_tensor(self.row_campaign)
         self._t_obs_flat = torch.as_tensor(self.obs_row * self.m + self.obs_col)
         if self.known_var is not None:
             kv = self.known_var[idx]
@@ -324,8 +325,7 @@ class Model:
     def forward_rows(self, theta: torch.Tensor):
         """Forward model at every observation row: θ ``(W, L, q)`` -> mean ``(W, n_rows, m)``,
         covariance ``(W, m, n_rows, n_rows)`` or None, failed ``(W,)``."""
-        rows = torch.as_tensor(self.row_campaign, device=theta.device)
-        return self.forward(self.X_rows, theta[:, rows, :])
+        return self.forward(self.X_rows, theta[:, self._t_row_campaign, :])
 
     def block_covariance(
         self, parts: dict[str, torch.Tensor], emu_cov: torch.Tensor | None
@@ -486,9 +486,10 @@ class Model:
         n_new = X_new.shape[0]
         m = self.m
         th = theta[:, campaign, :] if campaign is not None else theta_new
-        rows = torch.as_tensor(self.row_campaign)
         n_rows = self.X_rows.shape[0]
-        Theta = torch.cat([theta[:, rows, :], th[:, None, :].expand(S, n_new, self.q)], dim=1)
+        Theta = torch.cat(
+            [theta[:, self._t_row_campaign, :], th[:, None, :].expand(S, n_new, self.q)], dim=1
+        )
         mean_all, cov_all, failed = self.forward(np.concatenate([self.X_rows, X_new]), Theta)
         emu_obs = None if cov_all is None else cov_all[..., :n_rows, :n_rows]
         r = self.residuals(mean_all[:, :n_rows])

@@ -436,7 +436,7 @@ def run_design(
     progress: bool = True,
     *,
     rerun_failed: bool = False,
-    chunksize: int = 1,
+    chunksize: int | str = "auto",
 ) -> RunSet:
     """Run every row of a design through a simulator.
 
@@ -462,9 +462,12 @@ def run_design(
         Show a progress bar (tqdm, on stderr).
     rerun_failed : bool
         On resume, also run again the runs the archive records as failed.
-    chunksize : int
+    chunksize : int or "auto"
         Rows sent to a worker at once (a simulator with ``run_batch`` and no timeout runs
         them in one call). Larger chunks cut the per-run overhead of very fast simulators.
+        ``"auto"`` (default) starts at 1 and sizes chunks to about 50 ms of measured run
+        time (at most 64 rows): a slow simulator keeps one run per task, so every finished
+        run reaches the archive at once; an instant one stops paying a round trip per run.
 
     Returns
     -------
@@ -497,8 +500,10 @@ def run_design(
         timeout = float(timeout)
     if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or retries < 0:
         raise ValueError(f"retries: expected an integer >= 0, got {retries!r}")
-    if isinstance(chunksize, bool) or not isinstance(chunksize, (int, np.integer)) or chunksize < 1:
-        raise ValueError(f"chunksize: expected an integer >= 1, got {chunksize!r}")
+    if chunksize != "auto" and (
+        isinstance(chunksize, bool) or not isinstance(chunksize, (int, np.integer)) or chunksize < 1
+    ):
+        raise ValueError(f"chunksize: expected an integer >= 1 or 'auto', got {chunksize!r}")
     if archive is not None and not isinstance(archive, (str, os.PathLike, RunArchive)):
         raise TypeError(
             f"archive: expected a file path or a calib.archive.RunArchive, got "
@@ -555,7 +560,7 @@ def _drive(
     timeout: float | None,
     retries: int,
     progress: bool,
-    chunksize: int,
+    chunksize: int | str,
     m: int,
 ) -> None:
     backend = _Backend(executor)
@@ -602,13 +607,16 @@ def _drive(
             if failed:
                 bar.set_postfix(failed=failed, refresh=False)
 
+    adaptive = chunksize == "auto"
+    size = 1 if adaptive else int(chunksize)
+    run_time, run_count = 0.0, 0
     try:
         # enough submitted work to keep every worker busy while results come back; Dask
         # needs a deeper queue to hide the scheduler's round trip (about 1 ms per task)
         window = max(64, 8 * backend.workers) if backend.dask else max(4, 2 * backend.workers)
         while todo or in_flight:
             while todo and len(in_flight) < window:
-                chunk = [todo.popleft() for _ in range(min(chunksize, len(todo)))]
+                chunk = [todo.popleft() for _ in range(min(size, len(todo)))]
                 rows = [(i, X[i], T[i]) for i in chunk]
                 fut = backend.submit(_execute, token, payload, rows, timeout, own_timeout, m)
                 in_flight[fut] = chunk
@@ -657,6 +665,12 @@ def _drive(
                 for r in results:
                     assert r[1] in STATUSES
                     finish(*r)
+                    if adaptive and math.isfinite(r[4]):
+                        run_time, run_count = run_time + r[4], run_count + 1
+                if adaptive and run_count:
+                    # chunks of about 50 ms of simulator time: a kill of the driver loses at
+                    # most that much finished work per worker
+                    size = int(min(64, max(1, 0.05 / max(run_time / run_count, 1e-6))))
     finally:
         for fut in in_flight:
             with contextlib.suppress(Exception):

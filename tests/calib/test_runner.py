@@ -200,3 +200,34 @@ def test_bad_input_is_refused_before_any_run(tmp_path):
     with pytest.raises(TypeError, match="archive: expected a file path"):
         run_design(sim, good, archive=3, progress=False)
     assert not counter.exists()
+
+
+class _CountingPool(cf.ThreadPoolExecutor):
+    """A real thread pool that counts the tasks it is given."""
+
+    def __init__(self):
+        super().__init__(max_workers=2)
+        self.tasks = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.tasks += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def _slow(x, t):
+    time.sleep(0.08)
+    return [t[0]]
+
+
+def test_auto_chunks_grow_for_fast_simulators_and_stay_single_for_slow_ones():
+    pool = _CountingPool()
+    with pool:
+        runs = run_design(_sim(), _design(300), executor=pool, progress=False)
+    assert runs.counts["ok"] == 300 and pool.tasks < 60, pool.tasks
+    slow = FunctionSimulator(_slow, (), ("a",), ("y",))
+    pool = _CountingPool()
+    with pool:
+        runs = run_design(
+            slow, Design(("a",), np.arange(6.0)[:, None], 0), executor=pool, progress=False
+        )
+    assert runs.counts["ok"] == 6 and pool.tasks == 6
