@@ -1090,8 +1090,9 @@ def sample_into(
             )
             if cp.info.get("n_walkers") is None:
                 cp.info["n_walkers"] = int(cp.chain.shape[1])
-            writer.checkpoint(cp)
             last[:] = [cp]
+            if not (cp.stopped_early or cp.n_steps >= n_steps):
+                writer.checkpoint(cp)  # the last one is written below, with the summaries
 
         post = run_sampler(
             calibrator,
