@@ -8,6 +8,7 @@ shorter integrated autocorrelation time than the stretch move alone.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable
@@ -273,17 +274,7 @@ def _run(
             ((~good).sum(), d)
         )
 
-    counter = {"fail": 0, "calls": 0}
-
-    def logp(U: np.ndarray) -> np.ndarray:
-        out = model.log_posterior_numpy(U)
-        counter["fail"] += model.failures
-        counter["calls"] += U.shape[0]
-        return out
-
-    sampler = emcee.EnsembleSampler(
-        n_walkers, d, logp, vectorize=True, moves=moves if moves is not None else default_moves()
-    )
+    sampler, counter = _sampler(model, n_walkers, moves)
     sampler.random_state = np.random.RandomState(int(rng.integers(0, 2**31 - 1))).get_state()
     state = emcee.State(p0, random_state=sampler.random_state)
     info = {
@@ -300,6 +291,26 @@ def _run(
         model, calibrator, sampler, state, 0, n_steps, progress, burn, autocorr_stop,
         check_every, min_steps, checkpoint, checkpoint_every, info, counter,
     )  # fmt: skip
+
+
+def _sampler(model, n_walkers: int, moves: Any) -> tuple[emcee.EnsembleSampler, dict[str, int]]:
+    """emcee's vectorized sampler on the model, and a counter of forward-model failures."""
+    counter = {"fail": 0, "calls": 0}
+
+    def logp(U: np.ndarray) -> np.ndarray:
+        out = model.log_posterior_numpy(U)
+        counter["fail"] += model.failures
+        counter["calls"] += U.shape[0]
+        return out
+
+    sampler = emcee.EnsembleSampler(
+        n_walkers,
+        model.n_dim,
+        logp,
+        vectorize=True,
+        moves=moves if moves is not None else default_moves(),
+    )
+    return sampler, counter
 
 
 @dataclass
@@ -353,17 +364,7 @@ def _continue(
     n_done, n_walkers, d = resume.chain.shape
     if d != model.n_dim:
         raise ValueError(f"resume: the chain has {d} coordinates but the model has {model.n_dim}")
-    counter = {"fail": 0, "calls": 0}
-
-    def logp(U: np.ndarray) -> np.ndarray:
-        out = model.log_posterior_numpy(U)
-        counter["fail"] += model.failures
-        counter["calls"] += U.shape[0]
-        return out
-
-    sampler = emcee.EnsembleSampler(
-        n_walkers, d, logp, vectorize=True, moves=moves if moves is not None else default_moves()
-    )
+    sampler, counter = _sampler(model, n_walkers, moves)
     # refill emcee's in-memory backend: the stopping rule reads the whole chain
     b = sampler.backend
     b.grow(n_done, None)
@@ -408,7 +409,15 @@ def _loop(
             and _stop_rule(sampler, done)
         )
 
-    with warnings.catch_warnings():
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        # one bar for the whole run (emcee's own would restart at every chunk)
+        bar = tqdm(total=n_steps, initial=done, desc="sampling", unit="step", leave=True)
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+        if bar is not None:
+            stack.callback(bar.close)
         warnings.simplefilter("ignore", RuntimeWarning)  # emcee's own warnings on -inf proposals
         # a resumed chain meets the check an uninterrupted one made at this step
         if check_now and done > 0 and check(done):
@@ -420,9 +429,14 @@ def _loop(
             if checkpoint is not None:
                 nxt = min(nxt, (done // checkpoint_every + 1) * checkpoint_every)
             k = nxt - done
-            state = sampler.run_mcmc(state, k, progress=progress, skip_initial_state_check=True)
+            # the generator is built from the old state before the loop rebinds the name
+            for state in sampler.sample(state, iterations=k, skip_initial_state_check=True):  # noqa: B007, B020
+                if bar is not None:
+                    bar.update(1)
             done += k
             stopped_early = check(done)
+            if stopped_early and bar is not None:
+                bar.set_postfix_str("stopped: chain longer than 50 τ_int")
             if checkpoint is not None and (
                 done % checkpoint_every == 0 or done >= n_steps or stopped_early
             ):
