@@ -24,6 +24,21 @@ def _names_of(model: Any, attr: str) -> tuple[str, ...] | None:
     return None if v is None else tuple(v)
 
 
+def _unique_list(value: Any, cls: type, what: str) -> list:
+    """``value`` as a non-empty list of ``cls`` objects with unique names."""
+    items = [value] if isinstance(value, cls) else list(value)
+    if not items:
+        raise ValueError(f"{what} must list at least one {cls.__name__}, got none")
+    for item in items:
+        if not isinstance(item, cls):
+            raise TypeError(f"{what} must be calib.{cls.__name__} objects, got {item!r}")
+    names = [item.name for item in items]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{what}: duplicate names {dup}")
+    return items
+
+
 class Calibrator:
     """Bayesian calibration of a simulator against several campaigns (KOH, DESIGN.md §4).
 
@@ -81,17 +96,8 @@ class Calibrator:
                 f"predict_torch), got {type(model).__name__}"
             )
         # ---------------------------------------------------------------- parameters
-        if isinstance(parameters, Parameter):
-            parameters = [parameters]
-        parameters = list(parameters)
-        if not parameters:
-            raise ValueError("parameters must list at least one Parameter, got none")
-        for prm in parameters:
-            if not isinstance(prm, Parameter):
-                raise TypeError(f"parameters must be calib.Parameter objects, got {prm!r}")
+        parameters = _unique_list(parameters, Parameter, "parameters")
         pnames = [p.name for p in parameters]
-        if len(set(pnames)) != len(pnames):
-            raise ValueError(f"parameters: duplicate names in {pnames}")
         if emulator:
             n_in = getattr(model, "n_inputs", None)
             m = getattr(model, "n_outputs", None)
@@ -141,18 +147,8 @@ class Calibrator:
                     f"output_coords: expected finite values of shape ({m}, r), got {coords.shape}"
                 )
         # ---------------------------------------------------------------- campaigns
-        if isinstance(campaigns, Campaign):
-            campaigns = [campaigns]
-        campaigns = list(campaigns)
-        if not campaigns:
-            raise ValueError("campaigns must list at least one Campaign, got none")
-        for c in campaigns:
-            if not isinstance(c, Campaign):
-                raise TypeError(f"campaigns must be calib.Campaign objects, got {c!r}")
+        campaigns = _unique_list(campaigns, Campaign, "campaigns")
         cnames = [c.name for c in campaigns]
-        dup = sorted({n for n in cnames if cnames.count(n) > 1})
-        if dup:
-            raise ValueError(f"campaigns: duplicate campaign names {dup}")
         shaped = [c.shaped(p, m) for c in campaigns]
         # ---------------------------------------------------------------- model options
         disc = Discrepancy.coerce(discrepancy)

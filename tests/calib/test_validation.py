@@ -131,7 +131,7 @@ def test_calibrator_errors_before_any_work():
     k = Parameter("k", 0, 5)
     with pytest.raises(ValueError, match=r"\['kk'\] are not parameters of the simulator"):
         Calibrator(_sim(), [Parameter("kk", 0, 1)], [camp])
-    with pytest.raises(ValueError, match=r"duplicate campaign names \['A'\]"):
+    with pytest.raises(ValueError, match=r"campaigns: duplicate names \[.A.\]"):
         Calibrator(_sim(), [k], [camp, Campaign("A", x=[1.0], y=[1.0])])
     with pytest.raises(
         ValueError, match=r"noise='known' but campaign\(s\) \['A'\] have no noise_sd"
