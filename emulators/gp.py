@@ -348,18 +348,23 @@ def kernel_matrix(
     # ||a - b||² = ||a||² + ||b||² − 2 a·b: one matmul instead of an (n1, n2, d) tensor;
     # clamped at 0 against rounding. The clamp also makes the gradient of sqrt(r²) at
     # r = 0 zero instead of NaN, which is right for both kernels (dk/dr = 0 at r = 0).
-    # In-place updates of fresh intermediates: autograd needs none of the overwritten
-    # values, and the kernel is most of predict_torch's cost beyond the solve.
-    r2 = (z1 @ z2.transpose(-1, -2)).mul_(-2.0)
-    r2 = r2.add_(z1.pow(2).sum(-1, keepdim=True)).add_(z2.pow(2).sum(-1).unsqueeze(-2))
-    r2 = r2.clamp_min(0.0)
+    # Written for few passes over the (..., n1, n2) result, the bulk of predict_torch's
+    # cost beyond the solve: the kernel's constant (√5 for Matérn, √½ for RBF) scales the
+    # small inputs, not the result; −2 a·b, ||a||² and ||b||² are added in place to the
+    # fresh matmul output (autograd needs none of the overwritten values); the signal
+    # variance enters the exponent as its log, so it costs no extra multiplication.
+    c = _SQRT5 if kernel == "matern52" else math.sqrt(0.5)
+    a, b = z1 * c, z2 * c
+    r2 = (a * -2.0) @ b.transpose(-1, -2)
+    r2 = r2.add_(a.pow(2).sum(-1, keepdim=True)).add_(b.pow(2).sum(-1).unsqueeze(-2))
+    log_os = torch.log(outputscale)[..., None, None]
     if kernel == "rbf":
-        k = torch.exp(r2 * -0.5)
-    else:
-        # Matérn ν = 5/2 (R&W eq. 4.17): (1 + √5 r + 5 r²/3) exp(−√5 r)
-        t = torch.sqrt(r2.clamp_min(1e-300)) * _SQRT5  # √5 r
-        k = (1.0 + t + r2 * (5.0 / 3.0)) * torch.exp(-t)
-    return outputscale[:, None, None] * k
+        # exp(−r²/2) with r² already halved by the scaling; clamped against rounding
+        return torch.exp(log_os - r2.clamp_min(0.0))
+    # Matérn ν = 5/2 (R&W eq. 4.17) with t = √5 r: (1 + t + t²/3) exp(−t). The clamp at
+    # 1e-300 (not 0) keeps sqrt's gradient finite at t = 0, where dk/dt = 0 anyway.
+    t = torch.sqrt(r2.clamp_min(1e-300))
+    return torch.addcmul(t + 1.0, t, t, value=1.0 / 3.0) * torch.exp(log_os - t)
 
 
 class GPEmulator:
