@@ -27,6 +27,13 @@ merges both, so every run that finished before the kill is read back; replaying 
 already folded is harmless because a record carries its finish time and the newer value
 wins. One process at a time may write an archive (an ``flock`` on the journal).
 
+The chain of a study has its own journal, ``<archive>.chainlog``: a checkpoint appends the
+new steps to it as one binary record (CRC-32 checked), and the HDF5 file is rewritten only
+when the journal would hold as many steps as the file (so the rewrites happen at doubling
+sizes and the total cost of checkpointing is linear in the chain length), and at the end.
+Every reader of the chain applies the journal's whole records after the file's chain
+(:func:`_read_chain`).
+
 Nothing in the file is pickled: strings, integer and float arrays only.
 """
 
@@ -40,6 +47,7 @@ import json
 import math
 import os
 import platform
+import struct
 import time
 import zlib
 from dataclasses import dataclass
@@ -635,10 +643,13 @@ def _group_name(name: str) -> str:
 class StudyWriter:
     """Writer of a calibration into an archive: checkpoints of the chain, then summaries.
 
-    Every checkpoint writes a complete new file beside the archive (``<archive>.tmp``),
-    copying the groups it does not own (``/runs``), fsyncs it and moves it over the
-    archive with :func:`os.replace`. A kill at any moment leaves the previous complete
-    file; a reader that opens the archive sees one consistent checkpoint.
+    A checkpoint either appends the new steps to the chain journal
+    (``<archive>.chainlog``, one CRC-checked record, fsync-ed) or, at doubling chain
+    lengths and at the end, writes a complete new file beside the archive
+    (``<archive>.tmp``), copying the groups it does not own (``/runs``), fsyncs it, moves
+    it over the archive with :func:`os.replace` and deletes the journal. A kill at any
+    moment leaves the previous checkpoint readable; a reader that opens the archive (and
+    the journal) sees one consistent checkpoint.
 
     Parameters
     ----------
@@ -672,8 +683,14 @@ class StudyWriter:
             self.emulator_state = state_dict()
             self.emulator_plugin = _emulator_plugin(obj)
         self.simulator = _simulator_identity(obj)
+        self.log_path = _chainlog_path(self.path)
         self._fd: int | None = None
+        self._log_fd: int | None = None
+        self._folded = 0  # steps of the chain in the HDF5 file
+        self._held = 0  # steps in the file and the chain journal together
+        self._must_fold = False  # an append failed and its torn bytes could not be removed
         self.created: str | None = None
+        self.full_writes = 0  # complete rewrites of the file by this writer (tests, benchmark)
 
     # -- lifecycle -------------------------------------------------------------
     def open(self, resume: bool) -> Any:
@@ -701,6 +718,8 @@ class StudyWriter:
         self._fd = fd
         try:
             stored: Checkpoint | None = None
+            keep = 0
+            log = _chainlog_bytes(self.path)
             if self.path.exists():
                 with _open_h5(self.path) as f:
                     _check_meta(f, self.path)
@@ -713,9 +732,17 @@ class StudyWriter:
                                 f"resume=True to continue it (or to get it back), or give "
                                 f"another archive path (or delete the file) to start a new one"
                             )
-                        stored = _read_checkpoint(f, self.path)
+                        stored, self._folded, keep = _read_chain(f, self.path, log)
             if stored is not None:
                 self._check_compatible(stored)
+                self._held = stored.n_steps
+            # drop a torn last record (or a journal of folded records only) so that appends
+            # follow whole records; nothing that is not yet in the file is removed
+            if keep == 0:
+                with contextlib.suppress(FileNotFoundError):
+                    self.log_path.unlink()
+            elif keep < len(log):
+                os.truncate(self.log_path, keep)
         except BaseException:
             self.close()
             raise
@@ -738,8 +765,14 @@ class StudyWriter:
                 )
 
     def close(self) -> None:
+        self._close_log()
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def _close_log(self) -> None:
+        if self._log_fd is not None:
+            fd, self._log_fd = self._log_fd, None
             os.close(fd)
 
     def __enter__(self) -> StudyWriter:
@@ -750,16 +783,71 @@ class StudyWriter:
 
     # -- writing ---------------------------------------------------------------
     def checkpoint(self, cp: Any, posterior: Any = None) -> None:
-        """Write the archive with the chain of ``cp`` (and the summaries of ``posterior``).
+        """Record the chain of ``cp`` (and the summaries of ``posterior``) durably.
+
+        The steps not yet recorded are appended to the chain journal, unless the journal
+        would then hold as many steps as the HDF5 file, the file has no chain yet, or
+        ``posterior`` is given (the last checkpoint): then the whole file is rewritten
+        and the journal deleted. The file is therefore rewritten at doubling chain lengths
+        only, and the total cost of checkpointing a chain of n steps is O(n).
 
         Raises
         ------
         ArchiveError
-            If the new file cannot be written (a full disk, a file-size limit); the
+            If the checkpoint cannot be written (a full disk, a file-size limit); the
             previous checkpoint is left in place and readable.
         """
         if self._fd is None:
             raise ArchiveError(f"archive '{self.path}' is not open for writing")
+        if self._must_rewrite(cp.n_steps, posterior):
+            self._rewrite(cp, posterior)
+        else:
+            self._append(cp)
+
+    def _must_rewrite(self, n: int, posterior: Any) -> bool:
+        return (
+            posterior is not None
+            or self._folded == 0
+            or self._must_fold
+            or n <= self._held
+            # doubling: fold once the journal would hold as many steps as the file
+            or n - self._folded >= self._folded
+        )
+
+    def _append(self, cp: Any) -> None:
+        record = _encode_chain_record(cp, self._held)
+        if self._log_fd is None:
+            try:
+                self._log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            except OSError as exc:
+                raise self._write_error(cp, self.log_path, exc) from exc
+            if self.fsync:
+                _fsync_dir(self.path.parent)  # the journal's directory entry too
+        start = os.fstat(self._log_fd).st_size
+        try:
+            view = memoryview(record)
+            while view:
+                view = view[os.write(self._log_fd, view) :]
+            if self.fsync:
+                os.fsync(self._log_fd)
+        except OSError as exc:
+            # remove the partial record; if that fails too, its CRC makes readers ignore it
+            # as a torn last record, and the next checkpoint rewrites the file instead
+            try:
+                os.ftruncate(self._log_fd, start)
+            except OSError:
+                self._must_fold = True
+            raise self._write_error(cp, self.log_path, exc) from exc
+        self._held = cp.n_steps
+
+    def _write_error(self, cp: Any, target: Path, exc: OSError) -> ArchiveError:
+        return ArchiveError(
+            f"archive '{self.path}': the checkpoint at step {cp.n_steps} could not be "
+            f"written to '{target}' ({exc}); is the disk full? The previous checkpoint in "
+            f"'{self.path}' is intact"
+        )
+
+    def _rewrite(self, cp: Any, posterior: Any) -> None:
         # the new file is built in memory and written with plain os.write: HDF5 itself
         # never meets a failing write (it can crash the process on one), and a full disk
         # is an OSError before anything replaces the archive
@@ -789,13 +877,17 @@ class StudyWriter:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise ArchiveError(
-                f"archive '{self.path}': the checkpoint at step {cp.n_steps} could not be "
-                f"written ({exc}); is the disk full? The previous checkpoint in "
-                f"'{self.path}' is intact"
-            ) from exc
+            raise self._write_error(cp, self.path, exc) from exc
         if self.fsync:
             _fsync_dir(self.path.parent)
+        # only now is the chain journal redundant; a kill before the unlink leaves records
+        # whose steps the file holds, which every reader skips
+        self._close_log()
+        with contextlib.suppress(FileNotFoundError):
+            self.log_path.unlink()
+        self._folded = self._held = cp.n_steps
+        self._must_fold = False
+        self.full_writes += 1
 
     def _write_static(self, f: h5py.File) -> None:
         _write_meta(f)
@@ -996,11 +1088,220 @@ def _read_checkpoint(f: h5py.File, path: Path) -> Any:
     )
 
 
+# ---------------------------------------------------------------------- the chain journal
+# <archive>.chainlog: one binary record per checkpoint between rewrites of the file.
+#   header  <8s I q q q q Q>: magic, version, n_start, n_rows, n_walkers, n_dim, payload bytes
+#   payload chain rows (n_rows, n_walkers, n_dim) <f8, log_prob (n_rows, n_walkers) <f8,
+#           accepted (n_walkers,) <i8, rng_key (624,) <i8, then UTF-8 JSON of
+#           {"rng": [name, pos, has_gauss, cached_gaussian], "stopped_early", "info"}
+#   crc     <I: CRC-32 (zlib) of header + payload
+_LOG_MAGIC = b"calibCL\x00"
+_LOG_VERSION = 1
+_LOG_HEADER = struct.Struct("<8sIqqqqQ")
+_LOG_CRC = struct.Struct("<I")
+
+
+def _chainlog_path(path: Path) -> Path:
+    return path.with_name(path.name + ".chainlog")
+
+
+def _chainlog_bytes(path: Path) -> bytes:
+    """The chain journal's bytes (empty if there is none).
+
+    Read *before* the HDF5 file is opened: a fold between the two reads moves the records
+    into the file (the reader then skips them), whereas the other order could pair an old
+    file with records appended after a newer fold (a gap)."""
+    try:
+        return _chainlog_path(path).read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def _encode_chain_record(cp: Any, n_start: int) -> bytes:
+    """The journal record of the steps ``n_start:`` of ``cp`` and its state."""
+    n, w, d = cp.chain.shape
+    name, keys, pos, has_gauss, cached = cp.rng_state
+    meta = json.dumps(
+        {
+            "rng": [str(name), int(pos), int(has_gauss), float(cached)],
+            "stopped_early": bool(cp.stopped_early),
+            "info": cp.info,
+        },
+        default=_json_default,
+    ).encode()
+    arrays = [
+        np.ascontiguousarray(cp.chain[n_start:n], dtype="<f8"),
+        np.ascontiguousarray(cp.log_prob[n_start:n], dtype="<f8"),
+        np.ascontiguousarray(cp.accepted, dtype="<i8"),
+        np.ascontiguousarray(keys, dtype="<i8"),
+    ]
+    size = sum(a.nbytes for a in arrays) + len(meta)
+    header = _LOG_HEADER.pack(_LOG_MAGIC, _LOG_VERSION, n_start, n - n_start, w, d, size)
+    crc = zlib.crc32(header)
+    for a in arrays:
+        crc = zlib.crc32(a, crc)
+    crc = zlib.crc32(meta, crc)
+    return b"".join([header, *(a.tobytes() for a in arrays), meta, _LOG_CRC.pack(crc)])
+
+
+@dataclass
+class _ChainRecord:
+    n_start: int
+    chain: np.ndarray
+    log_prob: np.ndarray
+    accepted: np.ndarray
+    rng_key: np.ndarray
+    meta: dict[str, Any]
+    end: int  # offset of the byte after the record in the journal
+
+
+def _parse_chain_record(data: bytes, at: int) -> _ChainRecord | None:
+    """The whole, CRC-checked record at offset ``at``, or ``None``."""
+    if len(data) - at < _LOG_HEADER.size + _LOG_CRC.size:
+        return None
+    magic, version, n0, rows, w, d, size = _LOG_HEADER.unpack_from(data, at)
+    if magic != _LOG_MAGIC or version != _LOG_VERSION:
+        return None
+    if n0 < 1 or rows < 1 or w < 1 or d < 1:
+        return None
+    body = at + _LOG_HEADER.size
+    end = body + size + _LOG_CRC.size
+    counts = (rows * w * d, rows * w, w, _RNG_WORDS)
+    if size < 8 * sum(counts) or end > len(data):
+        return None
+    (crc,) = _LOG_CRC.unpack_from(data, body + size)
+    if zlib.crc32(memoryview(data)[at : body + size]) != crc:
+        return None
+    parts, off = [], body
+    for count, dtype in zip(counts, ("<f8", "<f8", "<i8", "<i8")):
+        parts.append(np.frombuffer(data, dtype=dtype, count=count, offset=off))
+        off += 8 * count
+    try:
+        meta = json.loads(data[off : body + size].decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    return _ChainRecord(
+        n0, parts[0].reshape(rows, w, d), parts[1].reshape(rows, w), parts[2], parts[3], meta, end
+    )
+
+
+def _parse_chainlog(data: bytes, path: Path) -> tuple[list[_ChainRecord], int]:
+    """The whole records of a chain journal and the offset after the last of them.
+
+    A damaged record at the end is a write cut short (a kill, a full disk) and is ignored;
+    a damaged record followed by a whole one is corruption."""
+    records, at = [], 0
+    while at < len(data):
+        rec = _parse_chain_record(data, at)
+        if rec is None:
+            nxt = data.find(_LOG_MAGIC, at + 1)
+            while nxt != -1:
+                if _parse_chain_record(data, nxt) is not None:
+                    raise ArchiveError(
+                        f"chain journal '{path}' is corrupt: the record at byte {at} is "
+                        f"damaged but whole records follow it"
+                    )
+                nxt = data.find(_LOG_MAGIC, nxt + 1)
+            break
+        records.append(rec)
+        at = rec.end
+    return records, at
+
+
+def _read_chain(f: h5py.File, path: Path, log: bytes) -> tuple[Any, int, int]:
+    """The chain of an archive: ``/chain`` of the open file, then the journal's records.
+
+    Every reader of the chain goes through here (``StudyWriter.open``, :func:`read_chain`,
+    :func:`load`). ``log`` is the journal read before ``f`` was opened
+    (:func:`_chainlog_bytes`). Records whose steps the file already holds are skipped (a
+    fold whose journal deletion did not happen); the others must continue the chain.
+
+    Returns
+    -------
+    checkpoint : Checkpoint
+    n_folded : int
+        Steps of the chain held by the file itself.
+    keep : int
+        Journal bytes worth keeping: up to the last applied record (0 if none applied).
+    """
+    from .sampling import Checkpoint
+
+    cp = _read_checkpoint(f, path)
+    n_folded = cp.n_steps
+    if not log:
+        return cp, n_folded, 0
+    jpath = _chainlog_path(path)
+    records, _ = _parse_chainlog(log, jpath)
+    n, w, d = cp.chain.shape
+    chains, log_probs, last, keep = [cp.chain], [cp.log_prob], None, 0
+    for rec in records:
+        rows = rec.chain.shape[0]
+        if rec.n_start + rows <= n_folded and last is None:
+            continue  # folded into the file already
+        if rec.n_start != n:
+            raise ArchiveError(
+                f"chain journal '{jpath}': a record starts at step {rec.n_start}, but the "
+                f"chain of '{path}' and the records before it end at step {n}"
+            )
+        if rec.chain.shape[1:] != (w, d):
+            raise ArchiveError(
+                f"chain journal '{jpath}': a record has {rec.chain.shape[1]} walkers × "
+                f"{rec.chain.shape[2]} coordinates, the chain of '{path}' {w} × {d}"
+            )
+        if not np.isfinite(rec.chain).all():
+            raise ArchiveError(f"chain journal '{jpath}': a record's chain holds NaN or inf")
+        n += rows
+        chains.append(rec.chain)
+        log_probs.append(rec.log_prob)
+        last, keep = rec, rec.end
+    if last is None:
+        return cp, n_folded, 0
+    m = last.meta
+    try:
+        name, pos, has_gauss, cached = m["rng"]
+        stopped_early, info = bool(m["stopped_early"]), dict(m["info"])
+    except (KeyError, TypeError, ValueError):
+        raise ArchiveError(
+            f"chain journal '{jpath}': the last record's state is incomplete"
+        ) from None
+    if (last.accepted < 0).any() or (last.accepted > n).any():
+        raise ArchiveError(
+            f"chain journal '{jpath}': accepted counts should be in [0, {n}] for {w} walkers"
+        )
+    if name != "MT19937" or not 0 <= int(pos) <= _RNG_WORDS:
+        raise ArchiveError(f"chain journal '{jpath}': the generator state is not MT19937's")
+    if "labels" in cp.info:
+        info["labels"] = cp.info["labels"]
+    state = (
+        str(name),
+        last.rng_key.astype(np.uint32),
+        int(pos),
+        int(has_gauss),
+        float(cached),
+    )
+    return (
+        Checkpoint(
+            chain=np.concatenate(chains),
+            log_prob=np.concatenate(log_probs),
+            accepted=last.accepted.astype(np.int64),
+            rng_state=state,
+            stopped_early=stopped_early,
+            info=info,
+        ),
+        n_folded,
+        keep,
+    )
+
+
 def read_chain(path: str | os.PathLike) -> Any:
     """The last checkpoint of an archive's chain (:class:`calib.sampling.Checkpoint`).
 
-    Safe while another process samples into the archive: the file is replaced atomically,
-    so an open reads one whole checkpoint.
+    The chain of the HDF5 file followed by the whole records of its chain journal
+    (``<archive>.chainlog``). Safe while another process samples into the archive: the file
+    is replaced atomically and journal records are CRC-checked, so a read gets one whole
+    checkpoint.
 
     Raises
     ------
@@ -1010,12 +1311,13 @@ def read_chain(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():
         raise ArchiveError(f"archive: no such file '{path}'")
+    log = _chainlog_bytes(path)  # before the file: see _chainlog_bytes
     with _open_h5(path) as f:
         try:
             _check_meta(f, path)
             if "chain" not in f:
                 raise ArchiveError(f"archive '{path}' has no /chain group (nothing sampled yet)")
-            return _read_checkpoint(f, path)
+            return _read_chain(f, path, log)[0]
         except ArchiveError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged file is an ArchiveError
@@ -1155,8 +1457,9 @@ def load(path: str | os.PathLike, simulator: Any = None) -> Any:
     if path.is_dir():
         raise ArchiveError(f"archive '{path}' is a directory, not an HDF5 file")
     try:
+        log = _chainlog_bytes(path)  # before the file: see _chainlog_bytes
         with _open_h5(path) as f:
-            post = _load(f, path, simulator)
+            post = _load(f, path, simulator, log)
         post.runs = None
         if "runs" in _group_names(path):
             from .runner import RunSet
@@ -1255,7 +1558,7 @@ def _check_simulator(sim: Any, f: h5py.File, path: Path) -> None:
             )
 
 
-def _load(f: h5py.File, path: Path, simulator: Any) -> Any:
+def _load(f: h5py.File, path: Path, simulator: Any, log: bytes = b"") -> Any:
     from .calibrator import Calibrator
     from .campaign import Campaign
     from .discrepancy import Discrepancy
@@ -1388,7 +1691,7 @@ def _load(f: h5py.File, path: Path, simulator: Any) -> Any:
             f"archive '{path}': the rebuilt calibration has coordinates {cal.model.labels}, "
             f"the archive {config['labels']}"
         )
-    cp = _read_checkpoint(f, path)
+    cp = _read_chain(f, path, log)[0]
     if cp.chain.shape[2] != cal.model.n_dim:
         raise ArchiveError(
             f"archive '{path}': /chain/chain has {cp.chain.shape[2]} coordinates, the "
