@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._threads import torch_threads
 from .diagnostics import ess, integrated_time, split_rhat
 from .likelihood import DTYPE, _truncated_draws
 
@@ -131,7 +132,7 @@ class Posterior:
         k = self.kept
         n, W, d = k.shape
         flat = torch.as_tensor(k.reshape(-1, d), dtype=DTYPE)
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(1):
             parts = self.model.unpack(flat)
         cn = self.model.campaign_names
         q: dict[str, np.ndarray] = {}
@@ -302,7 +303,7 @@ class Posterior:
         means, draws, variances = [], [], []
         chunk = 256
         for a in range(0, S, chunk):
-            with torch.no_grad():
+            with torch.no_grad(), torch_threads(1):
                 mean, cov, failed = self.model.predictive(
                     U[a : a + chunk],
                     X,

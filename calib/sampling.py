@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from scipy import optimize
 
+from ._threads import torch_threads
 from .likelihood import DTYPE
 
 __all__ = ["run_sampler", "find_map", "default_moves", "Checkpoint", "posterior_from_chain"]
@@ -201,11 +202,9 @@ def run_sampler(
     if burn is not None and not (0 <= burn < n_steps):
         raise ValueError(f"burn must be in [0, n_steps), got {burn!r}")
     rng = np.random.default_rng(seed)
-    torch_threads = torch.get_num_threads()
-    if threads is None:
-        threads = 1 if model.Nmax <= 256 else torch_threads
-    torch.set_num_threads(int(threads))
-    try:
+    if threads is None and model.Nmax <= 256:
+        threads = 1
+    with torch_threads(threads):
         return _run(
             model,
             calibrator,
@@ -225,8 +224,6 @@ def run_sampler(
             int(checkpoint_every),
             resume,
         )
-    finally:
-        torch.set_num_threads(torch_threads)
 
 
 def _run(
