@@ -204,55 +204,49 @@ def run_sampler(
     rng = np.random.default_rng(seed)
     if threads is None and model.Nmax <= 256:
         threads = 1
+    run = _Settings(
+        n_walkers=int(n_walkers),
+        n_steps=int(n_steps),
+        seed=seed,
+        progress=progress,
+        moves=moves,
+        burn=burn,
+        n_starts=n_starts,
+        autocorr_stop=autocorr_stop,
+        check_every=int(check_every),
+        min_steps=min_steps,
+        checkpoint=checkpoint,
+        checkpoint_every=int(checkpoint_every),
+    )
     with torch_threads(threads):
-        return _run(
-            model,
-            calibrator,
-            n_walkers,
-            n_steps,
-            seed,
-            progress,
-            moves,
-            burn,
-            n_starts,
-            autocorr_stop,
-            check_every,
-            min_steps,
-            init,
-            rng,
-            checkpoint,
-            int(checkpoint_every),
-            resume,
-        )
+        if resume is not None:
+            return _continue(model, calibrator, run, resume)
+        return _run(model, calibrator, run, init, rng)
 
 
-def _run(
-    model,
-    calibrator,
-    n_walkers,
-    n_steps,
-    seed,
-    progress,
-    moves,
-    burn,
-    n_starts,
-    autocorr_stop,
-    check_every,
-    min_steps,
-    init,
-    rng,
-    checkpoint=None,
-    checkpoint_every=500,
-    resume=None,
-):
+@dataclass
+class _Settings:
+    """The sampler's settings, validated by :func:`run_sampler`."""
+
+    n_walkers: int
+    n_steps: int
+    seed: int | None
+    progress: bool
+    moves: Any
+    burn: int | None
+    n_starts: int
+    autocorr_stop: bool
+    check_every: int
+    min_steps: int
+    checkpoint: Callable[[Checkpoint], None] | None
+    checkpoint_every: int
+
+
+def _run(model, calibrator, run: _Settings, init: np.ndarray | None, rng: np.random.Generator):
     d = model.n_dim
-    if resume is not None:
-        return _continue(
-            model, calibrator, n_steps, progress, moves, burn, autocorr_stop, check_every,
-            min_steps, checkpoint, checkpoint_every, resume,
-        )  # fmt: skip
+    n_walkers = run.n_walkers
     if init is None:
-        starts = model.sample_prior(rng, n_starts)
+        starts = model.sample_prior(rng, run.n_starts)
         u_map, lp_map, _ = find_map(model, starts)
         p0 = _laplace_scatter(model, u_map, n_walkers, rng)
     else:
@@ -271,23 +265,20 @@ def _run(
             ((~good).sum(), d)
         )
 
-    sampler, counter = _sampler(model, n_walkers, moves)
+    sampler, counter = _sampler(model, n_walkers, run.moves)
     sampler.random_state = np.random.RandomState(int(rng.integers(0, 2**31 - 1))).get_state()
     state = emcee.State(p0, random_state=sampler.random_state)
     info = {
-        "seed": seed,
-        "n_steps_budget": int(n_steps),
+        "seed": run.seed,
+        "n_steps_budget": run.n_steps,
         "map_log_posterior": lp_map,
         "map": None if u_map is None else u_map.tolist(),
-        "moves": repr(moves) if moves is not None else "DEMove 0.8 + StretchMove 0.2",
-        "check_every": int(check_every),
-        "min_steps": int(min_steps),
-        "autocorr_stop": bool(autocorr_stop),
+        "moves": repr(run.moves) if run.moves is not None else "DEMove 0.8 + StretchMove 0.2",
+        "check_every": run.check_every,
+        "min_steps": int(run.min_steps),
+        "autocorr_stop": bool(run.autocorr_stop),
     }
-    return _loop(
-        model, calibrator, sampler, state, 0, n_steps, progress, burn, autocorr_stop,
-        check_every, min_steps, checkpoint, checkpoint_every, info, counter,
-    )  # fmt: skip
+    return _loop(model, calibrator, sampler, state, 0, run, info, counter)
 
 
 def _sampler(model, n_walkers: int, moves: Any) -> tuple[emcee.EnsembleSampler, dict[str, int]]:
@@ -354,14 +345,11 @@ def _make_checkpoint(sampler, stopped_early: bool, info: dict[str, Any]) -> Chec
     )
 
 
-def _continue(
-    model, calibrator, n_steps, progress, moves, burn, autocorr_stop, check_every, min_steps,
-    checkpoint, checkpoint_every, resume,
-):  # fmt: skip
+def _continue(model, calibrator, run: _Settings, resume: Checkpoint):
     n_done, n_walkers, d = resume.chain.shape
     if d != model.n_dim:
         raise ValueError(f"resume: the chain has {d} coordinates but the model has {model.n_dim}")
-    sampler, counter = _sampler(model, n_walkers, moves)
+    sampler, counter = _sampler(model, n_walkers, run.moves)
     # refill emcee's in-memory backend: the stopping rule reads the whole chain
     b = sampler.backend
     b.grow(n_done, None)
@@ -375,11 +363,8 @@ def _continue(
         resume.chain[-1].copy(), log_prob=resume.log_prob[-1].copy(), random_state=resume.rng_state
     )
     info = dict(resume.info)
-    info["n_steps_budget"] = int(n_steps)
-    return _loop(
-        model, calibrator, sampler, state, n_done, n_steps, progress, burn, autocorr_stop,
-        check_every, min_steps, checkpoint, checkpoint_every, info, counter, check_now=True,
-    )  # fmt: skip
+    info["n_steps_budget"] = run.n_steps
+    return _loop(model, calibrator, sampler, state, n_done, run, info, counter, check_now=True)
 
 
 def _stop_rule(sampler, done: int) -> bool:
@@ -389,29 +374,36 @@ def _stop_rule(sampler, done: int) -> bool:
 
 
 def _loop(
-    model, calibrator, sampler, state, done, n_steps, progress, burn, autocorr_stop,
-    check_every, min_steps, checkpoint, checkpoint_every, info, counter, check_now=False,
-):  # fmt: skip
-    """Advance to ``n_steps`` in chunks that end on every autocorrelation check and every
+    model,
+    calibrator,
+    sampler,
+    state,
+    done: int,
+    run: _Settings,
+    info: dict[str, Any],
+    counter: dict[str, int],
+    check_now: bool = False,
+):
+    """Advance to ``run.n_steps`` in chunks that end on every autocorrelation check and every
     checkpoint; splitting ``run_mcmc`` calls does not change the chain (the state carries
     emcee's generator), so checkpointing leaves the chain bit-for-bit the same."""
     stopped_early = False
 
     def check(done: int) -> bool:
         return (
-            autocorr_stop
-            and done >= min_steps
-            and done < n_steps
-            and done % check_every == 0
+            run.autocorr_stop
+            and done >= run.min_steps
+            and done < run.n_steps
+            and done % run.check_every == 0
             and _stop_rule(sampler, done)
         )
 
     bar = None
-    if progress:
+    if run.progress:
         from tqdm.auto import tqdm
 
         # one bar for the whole run (emcee's own would restart at every chunk)
-        bar = tqdm(total=n_steps, initial=done, desc="sampling", unit="step", leave=True)
+        bar = tqdm(total=run.n_steps, initial=done, desc="sampling", unit="step", leave=True)
     with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         if bar is not None:
             stack.callback(bar.close)
@@ -419,12 +411,12 @@ def _loop(
         # a resumed chain meets the check an uninterrupted one made at this step
         if check_now and done > 0 and check(done):
             stopped_early = True
-        while done < n_steps and not stopped_early:
-            nxt = n_steps
-            if autocorr_stop:
-                nxt = min(nxt, (done // check_every + 1) * check_every)
-            if checkpoint is not None:
-                nxt = min(nxt, (done // checkpoint_every + 1) * checkpoint_every)
+        while done < run.n_steps and not stopped_early:
+            nxt = run.n_steps
+            if run.autocorr_stop:
+                nxt = min(nxt, (done // run.check_every + 1) * run.check_every)
+            if run.checkpoint is not None:
+                nxt = min(nxt, (done // run.checkpoint_every + 1) * run.checkpoint_every)
             k = nxt - done
             # the generator is built from the old state before the loop rebinds the name
             for state in sampler.sample(state, iterations=k, skip_initial_state_check=True):  # noqa: B007, B020
@@ -434,17 +426,17 @@ def _loop(
             stopped_early = check(done)
             if stopped_early and bar is not None:
                 bar.set_postfix_str("stopped: chain longer than 50 τ_int")
-            if checkpoint is not None and (
-                done % checkpoint_every == 0 or done >= n_steps or stopped_early
+            if run.checkpoint is not None and (
+                done % run.checkpoint_every == 0 or done >= run.n_steps or stopped_early
             ):
-                checkpoint(_make_checkpoint(sampler, stopped_early, info))
+                run.checkpoint(_make_checkpoint(sampler, stopped_early, info))
     model.warn_failures(counter["fail"], counter["calls"])
     return posterior_from_chain(
         calibrator,
         sampler.get_chain(),
         sampler.get_log_prob(),
         np.asarray(sampler.backend.accepted, dtype=float),
-        burn,
+        run.burn,
         stopped_early,
         info,
     )
