@@ -310,6 +310,23 @@ def _decode_journal(data: bytes, path: Path) -> tuple[dict | None, list[dict]]:
     return header, records
 
 
+def _lock_writer(path: Path) -> int:
+    """Open the runs journal of ``path`` and take its exclusive lock: the one writer lock of
+    an archive, held by the run engine and the chain writer alike. Returns the descriptor."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    jpath = _journal_path(path)
+    fd = os.open(jpath, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ArchiveError(
+            f"archive '{path}' is being written by another process (its journal "
+            f"'{jpath}' is locked)"
+        ) from None
+    return fd
+
+
 def _journal_path(path: Path) -> Path:
     return path.with_name(path.name + ".journal")
 
@@ -403,17 +420,7 @@ class RunArchive:
             If the file holds a different design or columns, or is locked by another
             process.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ArchiveError(
-                f"archive '{self.path}' is being written by another process (its journal "
-                f"'{self.journal_path}' is locked)"
-            ) from None
-        self._fd = fd
+        self._fd = _lock_writer(self.path)
         try:
             stored = None
             if self.path.exists():
@@ -704,18 +711,7 @@ class StudyWriter:
         """
         from .sampling import Checkpoint
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        jpath = _journal_path(self.path)
-        fd = os.open(jpath, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ArchiveError(
-                f"archive '{self.path}' is being written by another process (its journal "
-                f"'{jpath}' is locked)"
-            ) from None
-        self._fd = fd
+        self._fd = _lock_writer(self.path)
         try:
             stored: Checkpoint | None = None
             keep = 0
