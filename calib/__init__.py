@@ -11,7 +11,7 @@ from .discrepancy import Discrepancy
 from .interfaces import Emulator, Prediction, Simulator, SimulatorError
 from .likelihood import SimulatorWarning
 from .parameters import Parameter
-from .posterior import Posterior, PosteriorPrediction, Summary
+from .posterior import ConvergenceWarning, Posterior, PosteriorPrediction, Summary
 from .runner import RunSet, run_design
 
 __version__ = "0.1.0"
@@ -23,6 +23,7 @@ __all__ = [
     "plugins",
     "run_design",
     "Calibrator",
+    "ConvergenceWarning",
     "Campaign",
     "Discrepancy",
     "Posterior",

@@ -258,7 +258,7 @@ class Calibrator:
     def sample(
         self,
         n_walkers: int | None = None,
-        n_steps: int = 4000,
+        n_steps: int | None = None,
         seed: int | None = None,
         progress: bool = False,
         archive: str | None = None,
@@ -266,10 +266,25 @@ class Calibrator:
         checkpoint_every: int = 500,
         **options: Any,
     ):
-        """Sample the joint posterior with emcee; see :func:`calib.sampling.run_sampler`.
+        """Sample the joint posterior until it has converged; see
+        :func:`calib.sampling.run_sampler` for every option.
+
+        Sampling stops once every quantity has rank-normalized split-R̂ < 1.01 and bulk
+        ESS ≥ 400, or when the budget ends, and then warns with
+        :class:`calib.ConvergenceWarning`; ``post.converged`` holds the verdict. Moves:
+        ``moves="de"`` (default, derivative-free) or ``moves="hmc"`` (HMC vectorized over
+        walkers, :class:`calib.hmc.ChEESMove`).
 
         Parameters
         ----------
+        n_walkers : int, optional
+            Walkers; default ``max(32, 2·n_dim + 2)`` (32 for ``moves="hmc"``).
+        n_steps : int, optional
+            Step budget; default 4000 (2000 iterations for ``moves="hmc"``).
+        seed : int, optional
+            The same seed gives the same chain.
+        progress : bool
+            A progress bar.
         archive : str or path-like, optional
             Study archive (HDF5, docs/archive.md): the chain is written into it every
             ``checkpoint_every`` steps with emcee's state, then the summaries.
@@ -294,8 +309,9 @@ class Calibrator:
             If ``archive`` already holds a chain and ``resume`` is false, if its chain was
             sampled by another problem, or if a checkpoint cannot be written.
         """
-        from .sampling import run_sampler
+        from .sampling import resolve_budget, run_sampler
 
+        n_steps = resolve_budget(options.get("moves"), n_steps)
         if archive is not None:
             from .archive import sample_into
 

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import diagnostics
 from ._threads import torch_threads
-from .diagnostics import ess, integrated_time, split_rhat
 from .likelihood import DTYPE, _truncated_draws
 
-__all__ = ["Posterior", "PosteriorPrediction", "Summary"]
+__all__ = ["ConvergenceWarning", "Posterior", "PosteriorPrediction", "Summary"]
+
+#: convergence targets when the run does not state its own (Vehtari et al. 2021, §4.2, §4.3)
+TARGET_RHAT, TARGET_ESS = 1.01, 400.0
+
+
+class ConvergenceWarning(UserWarning):
+    """The posterior did not reach the convergence targets (rank-normalized split-R̂ and
+    bulk ESS), or the gradient move diverged after warm-up: its draws may be wrong. The
+    message names the worst quantities, their R̂ and ESS, and what to try."""
 
 
 @dataclass
@@ -45,11 +55,13 @@ class PosteriorPrediction:
 class Summary:
     """A table of posterior summaries: one row per quantity.
 
-    Columns: mean, sd, q5, q50, q95, ess, rhat. ``str(summary)`` is the formatted table;
-    ``summary.rows`` is a list of dicts; ``summary[name]`` one row.
+    Columns: mean, sd, q5, q50, q95; ``mcse`` (Monte Carlo standard error of the mean),
+    ``ess`` (bulk ESS), ``ess_tail``, ``rhat`` (rank-normalized split-R̂; Vehtari et al.
+    2021) and ``ok`` (this quantity meets the convergence targets). ``str(summary)`` is the
+    formatted table; ``summary.rows`` is a list of dicts; ``summary[name]`` one row.
     """
 
-    columns = ("mean", "sd", "q5", "q50", "q95", "ess", "rhat")
+    columns = ("mean", "sd", "q5", "q50", "q95", "mcse", "ess", "ess_tail", "rhat", "ok")
 
     def __init__(self, rows: list[dict[str, Any]]):
         self.rows = rows
@@ -70,13 +82,20 @@ class Summary:
 
     def __str__(self) -> str:
         w = max([len("quantity")] + [len(r["name"]) for r in self.rows])
-        head = f"{'quantity':<{w}}  " + "  ".join(f"{c:>11}" for c in self.columns)
+        head = f"{'quantity':<{w}}  " + "  ".join(f"{c:>10}" for c in self.columns)
         lines = [head, "-" * len(head)]
         for r in self.rows:
             cells = []
             for c in self.columns:
                 v = r[c]
-                cells.append(f"{v:>11.0f}" if c == "ess" else f"{v:>11.4g}")
+                if c == "ok":
+                    cells.append(f"{'yes' if v else 'NO':>10}")
+                elif c in ("ess", "ess_tail"):
+                    cells.append(f"{v:>10.0f}")
+                elif c == "rhat":
+                    cells.append(f"{v:>10.4f}")
+                else:
+                    cells.append(f"{v:>10.4g}")
             lines.append(f"{r['name']:<{w}}  " + "  ".join(cells))
         return "\n".join(lines)
 
@@ -209,11 +228,14 @@ class Posterior:
 
     # ------------------------------------------------------------------ summaries
     def summary(self) -> Summary:
-        """Mean, sd, 5/50/95 % quantiles, ESS and split R̂ of every quantity."""
+        """Mean, sd, 5/50/95 % quantiles, MCSE of the mean, bulk and tail ESS, rank-normalized
+        split-R̂, and whether each quantity meets the convergence targets."""
+        diag = self._diagnose()
         rows = []
         for name, x in self._compute_quantities().items():
             flat = x.reshape(-1)
             q5, q50, q95 = np.quantile(flat, [0.05, 0.5, 0.95])
+            d = diag[name]
             rows.append(
                 {
                     "name": name,
@@ -222,41 +244,149 @@ class Posterior:
                     "q5": float(q5),
                     "q50": float(q50),
                     "q95": float(q95),
-                    "ess": float(ess(x)),
-                    "rhat": float(split_rhat(x)),
+                    "mcse": d["mcse_mean"],
+                    "ess": d["ess_bulk"],
+                    "ess_tail": d["ess_tail"],
+                    "rhat": d["rhat"],
+                    "ok": d["ok"],
+                    "mcse_q5": d["mcse_q5"],
+                    "mcse_q95": d["mcse_q95"],
                 }
             )
         return Summary(rows)
 
+    @property
+    def targets(self) -> tuple[float, float]:
+        """``(target_rhat, target_ess)`` of the verdict: the run's own, else 1.01 and 400."""
+        return (
+            float(self.info.get("target_rhat", TARGET_RHAT)),
+            float(self.info.get("target_ess", TARGET_ESS)),
+        )
+
+    def _diagnose(self) -> dict[str, dict[str, Any]]:
+        """Rank-normalized R̂, bulk/tail ESS and MCSEs of every quantity, walkers as chains
+        (one vectorized pass over all quantities; cached)."""
+        cached = getattr(self, "_diag_cache", None)
+        if cached is not None:
+            return cached
+        q = self._compute_quantities()
+        names = list(q)
+        X = np.stack([q[n] for n in names], axis=-1)  # (n_kept, n_walkers, k)
+        res = diagnostics.summarize(X)
+        t_rhat, t_ess = self.targets
+        out: dict[str, dict[str, Any]] = {}
+        for i, n in enumerate(names):
+            row = {key: float(np.asarray(v)[i]) for key, v in res.items()}
+            constant = bool(np.ptp(X[..., i]) == 0)
+            row["ok"] = constant or bool(row["rhat"] < t_rhat and row["ess_bulk"] >= t_ess)
+            out[n] = row
+        self._diag_cache = out
+        return out
+
+    @property
+    def converged(self) -> bool:
+        """The verdict: every quantity has rank-normalized split-R̂ below the target (1.01)
+        and bulk ESS at least the target (400), walkers as chains (Vehtari et al. 2021)."""
+        return all(r["ok"] for r in self._diagnose().values())
+
     def diagnostics(self) -> dict[str, Any]:
-        """Convergence diagnostics.
+        """Convergence diagnostics (the same numbers as :meth:`summary` and the stopping rule).
 
         Returns
         -------
-        dict with ``tau`` (integrated autocorrelation time per sampled coordinate, labelled),
-        ``tau_max``, ``ess_min``, ``rhat_max`` (over coordinates), ``acceptance_mean``,
-        ``acceptance_min``, ``n_steps``, ``burn``, ``n_walkers``, ``chain_over_tau``
-        (kept steps / τ_max) and ``converged`` (kept chain > 50 τ_max and R̂ < 1.01).
+        dict with ``rhat``, ``ess_bulk``, ``ess_tail`` (per quantity), ``rhat_max``,
+        ``ess_min`` (smallest bulk ESS), ``ess_tail_min``, ``worst`` (the quantities that
+        miss the targets, worst first), ``converged``, ``target_rhat``, ``target_ess``,
+        ``acceptance_mean``, ``acceptance_min``, ``n_steps``, ``burn``, ``n_walkers``,
+        ``n_kept``; for the gradient move ``step_size``, ``trajectory_length``,
+        ``n_grad_evals`` and ``n_divergent`` (after warm-up); ``stopped_early`` and
+        ``n_steps_budget`` when known.
         """
-        k = self.kept
-        tau = integrated_time(k)
-        rhat = split_rhat(k)
-        e = k.shape[0] * k.shape[1] / tau
-        tau_max = float(np.max(tau))
-        return {
-            "tau": dict(zip(self.model.labels, map(float, tau))),
-            "tau_max": tau_max,
-            "ess_min": float(np.min(e)),
-            "rhat_max": float(np.max(rhat)),
+        diag = self._diagnose()
+        t_rhat, t_ess = self.targets
+        rh = {n: r["rhat"] for n, r in diag.items()}
+        eb = {n: r["ess_bulk"] for n, r in diag.items()}
+        et = {n: r["ess_tail"] for n, r in diag.items()}
+        out = {
+            "rhat": rh,
+            "ess_bulk": eb,
+            "ess_tail": et,
+            "rhat_max": float(np.nanmax(list(rh.values()))),
+            "ess_min": float(np.min(list(eb.values()))),
+            "ess_tail_min": float(np.min(list(et.values()))),
+            "worst": self._worst(),
+            "converged": self.converged,
+            "target_rhat": t_rhat,
+            "target_ess": t_ess,
             "acceptance_mean": float(self.acceptance.mean()),
             "acceptance_min": float(self.acceptance.min()),
             "n_steps": int(self.chain.shape[0]),
             "burn": self.burn,
             "n_walkers": self.n_walkers,
-            "chain_over_tau": float(k.shape[0] / tau_max),
-            "converged": bool(k.shape[0] > 50 * tau_max and np.max(rhat) < 1.01),
-            **{k_: v for k_, v in self.info.items() if k_ in ("stopped_early", "n_steps_budget")},
+            "n_kept": int(self.kept.shape[0]),
         }
+        keys = (
+            "stopped_early",
+            "n_steps_budget",
+            "moves",
+            "warmup",
+            "step_size",
+            "trajectory_length",
+            "n_grad_evals",
+            "n_divergent",
+        )
+        out.update({k: v for k, v in self.info.items() if k in keys})
+        return out
+
+    def _worst(self, k: int | None = None) -> list[dict[str, Any]]:
+        """Quantities that miss the targets, the worst (largest R̂ excess or ESS shortfall)
+        first."""
+        t_rhat, t_ess = self.targets
+        bad = [
+            {"name": n, "rhat": r["rhat"], "ess_bulk": r["ess_bulk"]}
+            for n, r in self._diagnose().items()
+            if not r["ok"]
+        ]
+        bad.sort(
+            key=lambda r: -max((r["rhat"] - 1.0) / (t_rhat - 1.0), t_ess / max(r["ess_bulk"], 1e-9))
+        )
+        return bad if k is None else bad[:k]
+
+    def warn_if_unconverged(self, stacklevel: int = 2) -> None:
+        """Emit :class:`ConvergenceWarning` if the verdict is negative or the gradient move
+        diverged after warm-up, naming the worst quantities and what to try."""
+        t_rhat, t_ess = self.targets
+        div = int(self.info.get("n_divergent", 0) or 0)
+        if div:
+            n_it = (self.chain.shape[0] - int(self.info.get("warmup", 0))) * self.n_walkers
+            warnings.warn(
+                f"{div} of {n_it} HMC transitions after warm-up diverged: the sampler cannot "
+                f"follow the posterior's curvature somewhere (often a funnel between a "
+                f"population scale and its campaign values, or a δ length-scale near zero), so "
+                f"the draws may be biased there. Try: a longer warmup=, a tighter prior on the "
+                f"scale parameters, or moves='de' to compare.",
+                ConvergenceWarning,
+                stacklevel=stacklevel,
+            )
+        if self.converged:
+            return
+        worst = self._worst(3)
+        names = ", ".join(
+            f"{r['name']} (R̂ {r['rhat']:.3f}, ESS {r['ess_bulk']:.0f})" for r in worst
+        )
+        more = len(self._worst()) - len(worst)
+        more_s = f" and {more} more" if more > 0 else ""
+        n, budget = self.chain.shape[0], self.info.get("n_steps_budget", self.chain.shape[0])
+        warnings.warn(
+            f"the posterior has not converged after {n} of {budget} steps: {names}{more_s} "
+            f"miss R̂ < {t_rhat} or bulk ESS ≥ {t_ess:.0f} (walkers as chains). Do not use "
+            f"these draws as they are. Try: continuing the run (archive=..., resume=True with "
+            f"a larger n_steps), more walkers (n_walkers=), a longer warmup=; a δ that absorbs "
+            f"what θ should explain shows as a slow θ and δ scale: tighten the discrepancy's "
+            f"scale or length-scale priors; see post.diagnostics().",
+            ConvergenceWarning,
+            stacklevel=stacklevel,
+        )
 
     # ------------------------------------------------------------------ predictions
     def _subsample(self, n_draws: int | None) -> np.ndarray:

@@ -1,15 +1,20 @@
 """Sampling the joint posterior: MAP starts with L-BFGS, then emcee, vectorized over walkers.
 
-The chain lives in the unconstrained space of :class:`calib.likelihood.Model`. The default
-ensemble move is a mixture of differential evolution (80 %) and the stretch move (20 %):
-measured on the test problems (benchmarks/moves.py, docs/model.md "Sampling") it has a
-shorter integrated autocorrelation time than the stretch move alone.
+The chain lives in the unconstrained space of :class:`calib.likelihood.Model`. Two kinds of
+move: the derivative-free mixture of differential evolution (80 %) and the stretch move
+(20 %), the default (``moves="de"``), and jittered HMC for all walkers at once with its step
+size, trajectory length and dense mass matrix adapted across the ensemble in warm-up
+(``moves="hmc"``, :class:`calib.hmc.ChEESMove`). Sampling continues until every quantity has rank-normalized
+split-R̂ below ``target_rhat`` and bulk ESS at least ``target_ess`` (Vehtari et al. 2021), or
+the budget ends; then :class:`ConvergenceWarning` says which quantities fell short and what to
+try (docs/model.md, "Sampling").
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,14 +26,54 @@ import torch
 from scipy import optimize
 
 from ._threads import torch_threads
+from .hmc import ChEESMove, batched_value_and_grad
 from .likelihood import DTYPE
+from .posterior import ConvergenceWarning, Posterior
 
-__all__ = ["run_sampler", "find_map", "default_moves", "Checkpoint", "posterior_from_chain"]
+__all__ = [
+    "run_sampler",
+    "find_map",
+    "de_moves",
+    "default_moves",
+    "Checkpoint",
+    "ConvergenceWarning",
+    "posterior_from_chain",
+    "resolve_budget",
+]
+
+#: step budgets when ``n_steps`` is not given: HMC iterations, or ensemble-move steps
+HMC_STEPS, DE_STEPS = 2000, 4000
+#: warm-up iterations of the HMC move when ``warmup`` is not given (at most half the budget)
+HMC_WARMUP = 200
+#: walkers (= chains) of the HMC move when ``n_walkers`` is not given
+HMC_WALKERS = 32
 
 
-def default_moves() -> list[tuple[Any, float]]:
-    """DEMove 0.8 + StretchMove 0.2 (see docs/model.md for the measurements)."""
+def de_moves() -> list[tuple[Any, float]]:
+    """DEMove 0.8 + StretchMove 0.2: the derivative-free ensemble mix (docs/model.md)."""
     return [(emcee.moves.DEMove(), 0.8), (emcee.moves.StretchMove(), 0.2)]
+
+
+#: the name the derivative-free mix had when it was the default
+default_moves = de_moves
+
+
+def _is_hmc(moves: Any) -> bool:
+    """Whether ``moves`` selects the gradient move (``"hmc"``); the default (None) is the
+    derivative-free mix until the gradient move is measured faster on the benchmark problems
+    (docs/model.md, "Sampling")."""
+    if isinstance(moves, str):
+        if moves not in ("hmc", "de"):
+            raise ValueError(f"moves must be 'hmc', 'de' or emcee moves, got {moves!r}")
+        return moves == "hmc"
+    return False
+
+
+def resolve_budget(moves: Any, n_steps: int | None) -> int:
+    """``n_steps``, or the default budget of the chosen move."""
+    if n_steps is None:
+        return HMC_STEPS if _is_hmc(moves) else DE_STEPS
+    return n_steps
 
 
 def _value_and_grad(u: np.ndarray, model) -> tuple[float, np.ndarray]:
@@ -124,83 +169,127 @@ def _laplace_scatter(model, u_map: np.ndarray, n: int, rng: np.random.Generator)
 def run_sampler(
     calibrator,
     n_walkers: int | None = None,
-    n_steps: int = 4000,
+    n_steps: int | None = None,
     seed: int | None = None,
     progress: bool = False,
     moves: Any = None,
     burn: int | None = None,
     n_starts: int = 8,
     autocorr_stop: bool = True,
-    check_every: int = 500,
-    min_steps: int = 1000,
+    check_every: int | None = None,
+    min_steps: int | None = None,
     init: np.ndarray | None = None,
     threads: int | None = None,
     checkpoint: Callable[[Checkpoint], None] | None = None,
     checkpoint_every: int = 500,
     resume: Checkpoint | None = None,
+    warmup: int | None = None,
+    max_leapfrog: int = 100,
+    target_ess: float = 400.0,
+    target_rhat: float = 1.01,
+    time_budget: float | None = None,
 ):
-    """Run emcee on the calibrator's log-posterior.
+    """Run emcee on the calibrator's log-posterior until the posterior has converged.
 
     Parameters
     ----------
     calibrator : Calibrator
     n_walkers : int, optional
-        Even and at least ``2·n_dim``; default ``max(32, 2·n_dim + 2)`` rounded up to even.
-    n_steps : int
-        Step budget.
+        Walkers. Default ``max(32, 2·n_dim + 2)`` rounded up to even for ensemble moves
+        (which need at least ``2·n_dim``); 32 for the gradient move, under which every walker
+        is an independent chain (it needs an even number ≥ 4).
+    n_steps : int, optional
+        Step budget (iterations, warm-up included). Default 4000 for ensemble moves, 2000
+        for the gradient move.
     seed : int, optional
         Fixes the MAP starts, the walkers' initial scatter and emcee's generator: the same
         seed gives the same chain.
     progress : bool
-        emcee's progress bar (tqdm).
-    moves : emcee move or list of (move, weight), optional
-        Default :func:`default_moves`.
+        A progress bar (tqdm).
+    moves : {"de", "hmc"} or emcee move(s), optional
+        ``"de"`` (default): :func:`de_moves`. ``"hmc"``: :class:`calib.hmc.ChEESMove`, HMC on
+        the autograd gradient (in direct mode the simulator's ∂η/∂θ by central differences:
+        2·q extra runs per gradient). Or any emcee move / list of (move, weight).
     burn : int, optional
-        Steps discarded as burn-in; default half the steps taken.
+        Steps discarded; default the warm-up for the gradient move, half the chain otherwise.
     n_starts : int
         MAP starts drawn from the prior (the best optimum seeds the walkers).
     autocorr_stop : bool
-        Stop before the budget once the chain is longer than 50 integrated autocorrelation
-        times (largest over coordinates, estimated on the second half of the chain) and
-        ``min_steps`` steps; checked every ``check_every`` steps.
+        Stop before the budget once every quantity has rank-normalized split-R̂ <
+        ``target_rhat`` and bulk ESS ≥ ``target_ess`` (checked every ``check_every`` steps
+        from ``min_steps`` on). The name is historical.
+    check_every, min_steps : int, optional
+        Default 50 and warm-up + 50 for the gradient move; 500 and 1000 for ensemble moves.
     init : array of shape (n_walkers, n_dim), optional
         Initial walker positions (unconstrained); skips the MAP search.
     threads : int, optional
         torch's intra-op threads while sampling. Default: 1 when the covariance blocks are
-        small (≤ 256 entries), where threads cost more in synchronization than they save
-        (measured in benchmarks/logpost.py); torch's own setting otherwise.
+        small (≤ 256 entries), where threads cost more in synchronization than they save.
     checkpoint : callable, optional
         Called with a :class:`Checkpoint` every ``checkpoint_every`` steps and when sampling
         ends (``Calibrator.sample(archive=...)`` passes the archive writer).
     checkpoint_every : int
         Steps between checkpoints.
     resume : Checkpoint, optional
-        Continue this chain instead of starting one: emcee's chain, acceptance counts and
-        generator state are restored, so the continued chain equals an uninterrupted run.
+        Continue this chain instead of starting one: emcee's chain, acceptance counts,
+        generator state and the move's adapted state are restored, so the continued chain
+        equals an uninterrupted run.
+    warmup : int, optional
+        Adaptation iterations of the gradient move (discarded). Default
+        ``min(200, n_steps // 2)``.
+    max_leapfrog : int
+        Most leapfrog steps per iteration of the gradient move.
+    target_ess, target_rhat : float
+        The convergence targets of the stopping rule and the verdict.
+    time_budget : float, optional
+        Seconds: sampling stops at the first check after this much wall time (the result is
+        then not reproducible from the seed alone).
 
     Returns
     -------
     Posterior
+        With ``converged`` set; a :class:`ConvergenceWarning` was emitted if it is False.
     """
 
     model = calibrator.model
     d = model.n_dim
-    if not isinstance(n_steps, (int, np.integer)) or n_steps < 2:
-        raise ValueError(f"n_steps must be an integer ≥ 2, got {n_steps!r}")
+    hmc = _is_hmc(moves)
+    n_steps = resolve_budget(moves, n_steps)
+    _check_int(n_steps, "n_steps", 2)
     if n_walkers is None:
-        n_walkers = max(32, 2 * d + 2)
+        n_walkers = HMC_WALKERS if hmc else max(32, 2 * d + 2)
         n_walkers += n_walkers % 2
-    if not isinstance(n_walkers, (int, np.integer)) or n_walkers < 2 * d or n_walkers % 2:
+    least = 4 if hmc else 2 * d
+    if not isinstance(n_walkers, (int, np.integer)) or n_walkers < least or n_walkers % 2:
+        why = "the gradient move adapts across walkers" if hmc else "emcee's ensemble moves"
         raise ValueError(
-            f"n_walkers must be an even integer ≥ 2·n_dim = {2 * d} (emcee's ensemble moves "
-            f"need it), got {n_walkers!r}"
+            f"n_walkers must be an even integer ≥ {least} ({why} need it), got {n_walkers!r}"
         )
-    if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be an integer ≥ 1, got {checkpoint_every!r}")
-    if not isinstance(check_every, (int, np.integer)) or check_every < 1:
-        raise ValueError(f"check_every must be an integer ≥ 1, got {check_every!r}")
+    _check_int(checkpoint_every, "checkpoint_every", 1)
+    if warmup is None:
+        warmup = min(HMC_WARMUP, n_steps // 2) if hmc else 0
+    _check_int(warmup, "warmup", 0)
+    if hmc and warmup >= n_steps and checkpoint is None:
+        # (into an archive a short first run may stop inside the warm-up and be resumed)
+        raise ValueError(f"warmup must be smaller than n_steps = {n_steps}, got {warmup}")
+    _check_int(max_leapfrog, "max_leapfrog", 1)
+    if check_every is None:
+        check_every = 50 if hmc else 500
+    _check_int(check_every, "check_every", 1)
+    if min_steps is None:
+        min_steps = warmup + 50 if hmc else 1000
+    _check_int(min_steps, "min_steps", 0)
+    _check_int(n_starts, "n_starts", 1)
     if burn is not None and not (0 <= burn < n_steps):
         raise ValueError(f"burn must be in [0, n_steps), got {burn!r}")
+    if not (isinstance(target_ess, (int, float)) and target_ess > 0):
+        raise ValueError(f"target_ess must be a positive number, got {target_ess!r}")
+    if not (isinstance(target_rhat, (int, float)) and target_rhat > 1):
+        raise ValueError(f"target_rhat must be a number > 1, got {target_rhat!r}")
+    if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget > 0):
+        raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
+    if threads is not None:
+        _check_int(threads, "threads", 1)
     rng = np.random.default_rng(seed)
     if threads is None and model.Nmax <= 256:
         threads = 1
@@ -210,18 +299,29 @@ def run_sampler(
         seed=seed,
         progress=progress,
         moves=moves,
+        hmc=hmc,
         burn=burn,
         n_starts=n_starts,
         autocorr_stop=autocorr_stop,
         check_every=int(check_every),
-        min_steps=min_steps,
+        min_steps=int(min_steps),
         checkpoint=checkpoint,
         checkpoint_every=int(checkpoint_every),
+        warmup=int(warmup),
+        max_leapfrog=int(max_leapfrog),
+        target_ess=float(target_ess),
+        target_rhat=float(target_rhat),
+        time_budget=time_budget,
     )
     with torch_threads(threads):
         if resume is not None:
             return _continue(model, calibrator, run, resume)
         return _run(model, calibrator, run, init, rng)
+
+
+def _check_int(value: Any, name: str, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise ValueError(f"{name} must be an integer ≥ {least}, got {value!r}")
 
 
 @dataclass
@@ -233,6 +333,7 @@ class _Settings:
     seed: int | None
     progress: bool
     moves: Any
+    hmc: bool
     burn: int | None
     n_starts: int
     autocorr_stop: bool
@@ -240,6 +341,11 @@ class _Settings:
     min_steps: int
     checkpoint: Callable[[Checkpoint], None] | None
     checkpoint_every: int
+    warmup: int
+    max_leapfrog: int
+    target_ess: float
+    target_rhat: float
+    time_budget: float | None
 
 
 def _run(model, calibrator, run: _Settings, init: np.ndarray | None, rng: np.random.Generator):
@@ -265,7 +371,7 @@ def _run(model, calibrator, run: _Settings, init: np.ndarray | None, rng: np.ran
             ((~good).sum(), d)
         )
 
-    sampler, counter = _sampler(model, n_walkers, run.moves)
+    sampler, counter, move = _sampler(model, run, None)
     sampler.random_state = np.random.RandomState(int(rng.integers(0, 2**31 - 1))).get_state()
     state = emcee.State(p0, random_state=sampler.random_state)
     info = {
@@ -273,16 +379,31 @@ def _run(model, calibrator, run: _Settings, init: np.ndarray | None, rng: np.ran
         "n_steps_budget": run.n_steps,
         "map_log_posterior": lp_map,
         "map": None if u_map is None else u_map.tolist(),
-        "moves": repr(run.moves) if run.moves is not None else "DEMove 0.8 + StretchMove 0.2",
+        "moves": _moves_name(run.moves),
         "check_every": run.check_every,
         "min_steps": int(run.min_steps),
         "autocorr_stop": bool(run.autocorr_stop),
+        "target_ess": run.target_ess,
+        "target_rhat": run.target_rhat,
     }
-    return _loop(model, calibrator, sampler, state, 0, run, info, counter)
+    if run.hmc:
+        info["warmup"] = run.warmup
+    return _loop(model, calibrator, sampler, state, 0, run, info, counter, move)
 
 
-def _sampler(model, n_walkers: int, moves: Any) -> tuple[emcee.EnsembleSampler, dict[str, int]]:
-    """emcee's vectorized sampler on the model, and a counter of forward-model failures."""
+def _moves_name(moves: Any) -> str:
+    if moves is None:
+        return "de"
+    if isinstance(moves, str):
+        return moves
+    return repr(moves)
+
+
+def _sampler(
+    model, run: _Settings, move_state: dict[str, Any] | None
+) -> tuple[emcee.EnsembleSampler, dict[str, int], ChEESMove | None]:
+    """emcee's vectorized sampler on the model, a counter of forward-model failures, and the
+    gradient move (None for ensemble moves)."""
     counter = {"fail": 0, "calls": 0}
 
     def logp(U: np.ndarray) -> np.ndarray:
@@ -291,14 +412,26 @@ def _sampler(model, n_walkers: int, moves: Any) -> tuple[emcee.EnsembleSampler, 
         counter["calls"] += U.shape[0]
         return out
 
-    sampler = emcee.EnsembleSampler(
-        n_walkers,
-        model.n_dim,
-        logp,
-        vectorize=True,
-        moves=moves if moves is not None else default_moves(),
-    )
-    return sampler, counter
+    move = None
+    if run.hmc:
+        vg = batched_value_and_grad(model)
+
+        def counted(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            out = vg(U)
+            counter["fail"] += model.failures
+            counter["calls"] += U.shape[0]
+            return out
+
+        move = ChEESMove(counted, model.n_dim, n_warmup=run.warmup, max_leapfrog=run.max_leapfrog)
+        if move_state is not None:
+            move.load_state_dict(move_state)
+        moves = move
+    elif run.moves is None or isinstance(run.moves, str):
+        moves = de_moves()
+    else:
+        moves = run.moves
+    sampler = emcee.EnsembleSampler(run.n_walkers, model.n_dim, logp, vectorize=True, moves=moves)
+    return sampler, counter, move
 
 
 @dataclass
@@ -315,9 +448,10 @@ class Checkpoint:
         ``numpy.random.RandomState.get_state()`` of emcee's generator after the last step:
         ``("MT19937", keys (624,) uint32, pos, has_gauss, cached_gaussian)``.
     stopped_early : bool
-        The autocorrelation rule stopped the chain (it will not be continued).
+        The convergence rule stopped the chain (it will not be continued).
     info : dict
-        Seed, budget, MAP, sampler settings (JSON-able).
+        Seed, budget, MAP, sampler settings (JSON-able); ``"move_state"`` holds the gradient
+        move's settings and adapted state (:meth:`calib.hmc.ChEESMove.state_dict`).
     """
 
     chain: np.ndarray
@@ -332,9 +466,13 @@ class Checkpoint:
         return int(self.chain.shape[0])
 
 
-def _make_checkpoint(sampler, stopped_early: bool, info: dict[str, Any]) -> Checkpoint:
+def _make_checkpoint(
+    sampler, stopped_early: bool, info: dict[str, Any], move: ChEESMove | None
+) -> Checkpoint:
     b = sampler.backend
     n = b.iteration
+    if move is not None:
+        info = {**info, "move_state": move.state_dict()}
     return Checkpoint(
         chain=b.chain[:n],
         log_prob=b.log_prob[:n],
@@ -349,7 +487,21 @@ def _continue(model, calibrator, run: _Settings, resume: Checkpoint):
     n_done, n_walkers, d = resume.chain.shape
     if d != model.n_dim:
         raise ValueError(f"resume: the chain has {d} coordinates but the model has {model.n_dim}")
-    sampler, counter = _sampler(model, n_walkers, run.moves)
+    info = dict(resume.info)
+    stored_hmc = "move_state" in info or info.get("moves") == "hmc"
+    if stored_hmc != run.hmc:
+        raise ValueError(
+            f"resume: the archived chain was sampled with moves={info.get('moves')!r}, "
+            f"resume asked for moves={_moves_name(run.moves)!r}; resume with the same moves"
+        )
+    move_state = info.pop("move_state", None)
+    if run.hmc:
+        if move_state is None:
+            raise ValueError("resume: the archived chain has no state of its gradient move")
+        run.warmup = int(move_state["n_warmup"])
+        info["warmup"] = run.warmup
+    run.n_walkers = n_walkers
+    sampler, counter, move = _sampler(model, run, move_state)
     # refill emcee's in-memory backend: the stopping rule reads the whole chain
     b = sampler.backend
     b.grow(n_done, None)
@@ -362,15 +514,10 @@ def _continue(model, calibrator, run: _Settings, resume: Checkpoint):
     state = emcee.State(
         resume.chain[-1].copy(), log_prob=resume.log_prob[-1].copy(), random_state=resume.rng_state
     )
-    info = dict(resume.info)
     info["n_steps_budget"] = run.n_steps
-    return _loop(model, calibrator, sampler, state, n_done, run, info, counter, check_now=True)
-
-
-def _stop_rule(sampler, done: int) -> bool:
-    chain = sampler.get_chain()[done // 2 :]
-    tau = emcee.autocorr.integrated_time(chain, tol=0)
-    return bool(np.all(np.isfinite(tau)) and done > 50 * float(np.max(tau)))
+    return _loop(
+        model, calibrator, sampler, state, n_done, run, info, counter, move, check_now=True
+    )
 
 
 def _loop(
@@ -382,12 +529,16 @@ def _loop(
     run: _Settings,
     info: dict[str, Any],
     counter: dict[str, int],
+    move: ChEESMove | None,
     check_now: bool = False,
 ):
-    """Advance to ``run.n_steps`` in chunks that end on every autocorrelation check and every
-    checkpoint; splitting ``run_mcmc`` calls does not change the chain (the state carries
-    emcee's generator), so checkpointing leaves the chain bit-for-bit the same."""
+    """Advance to ``run.n_steps`` in chunks that end on every convergence check and every
+    checkpoint; splitting ``sample`` calls does not change the chain (the state carries
+    emcee's generator and the move its adapted state), so checkpointing leaves the chain
+    bit-for-bit the same."""
     stopped_early = False
+    started = time.perf_counter()
+    out_of_time = False
 
     def check(done: int) -> bool:
         return (
@@ -395,7 +546,7 @@ def _loop(
             and done >= run.min_steps
             and done < run.n_steps
             and done % run.check_every == 0
-            and _stop_rule(sampler, done)
+            and _converged(calibrator, sampler.get_chain(), sampler.get_log_prob(), run, info)
         )
 
     bar = None
@@ -411,9 +562,9 @@ def _loop(
         # a resumed chain meets the check an uninterrupted one made at this step
         if check_now and done > 0 and check(done):
             stopped_early = True
-        while done < run.n_steps and not stopped_early:
+        while done < run.n_steps and not stopped_early and not out_of_time:
             nxt = run.n_steps
-            if run.autocorr_stop:
+            if run.autocorr_stop or run.time_budget is not None:
                 nxt = min(nxt, (done // run.check_every + 1) * run.check_every)
             if run.checkpoint is not None:
                 nxt = min(nxt, (done // run.checkpoint_every + 1) * run.checkpoint_every)
@@ -425,13 +576,20 @@ def _loop(
             done += k
             stopped_early = check(done)
             if stopped_early and bar is not None:
-                bar.set_postfix_str("stopped: chain longer than 50 τ_int")
+                bar.set_postfix_str("converged")
+            if run.time_budget is not None and time.perf_counter() - started > run.time_budget:
+                out_of_time = not stopped_early
             if run.checkpoint is not None and (
-                done % run.checkpoint_every == 0 or done >= run.n_steps or stopped_early
+                done % run.checkpoint_every == 0
+                or done >= run.n_steps
+                or stopped_early
+                or out_of_time
             ):
-                run.checkpoint(_make_checkpoint(sampler, stopped_early, info))
+                run.checkpoint(_make_checkpoint(sampler, stopped_early, info, move))
     model.warn_failures(counter["fail"], counter["calls"])
-    return posterior_from_chain(
+    if move is not None:
+        info = {**info, "move_state": move.state_dict()}
+    post = posterior_from_chain(
         calibrator,
         sampler.get_chain(),
         sampler.get_log_prob(),
@@ -440,6 +598,22 @@ def _loop(
         stopped_early,
         info,
     )
+    if out_of_time:
+        post.info["stopped_by_time_budget"] = True
+    post.warn_if_unconverged(stacklevel=4)
+    return post
+
+
+def _converged(calibrator, chain, log_prob, run: _Settings, info: dict[str, Any]) -> bool:
+    """The stopping rule: the verdict of the posterior the chain gives now."""
+    n = chain.shape[0]
+    burn = run.burn if run.burn is not None else (run.warmup if run.hmc else n // 2)
+    if n - burn < 4:
+        return False
+    post = posterior_from_chain(
+        calibrator, chain, log_prob, np.zeros(chain.shape[1]), burn, False, info
+    )
+    return post.converged
 
 
 def posterior_from_chain(
@@ -451,17 +625,29 @@ def posterior_from_chain(
     stopped_early: bool,
     info: dict[str, Any],
 ):
-    """The :class:`~calib.posterior.Posterior` of a chain (fresh, resumed or loaded)."""
-    from .posterior import Posterior
+    """The :class:`~calib.posterior.Posterior` of a chain (fresh, resumed or loaded).
+
+    Burn-in: ``burn``, else the gradient move's warm-up (``info["warmup"]``), else half the
+    chain.
+    """
 
     n = int(chain.shape[0])
     info = dict(info)
     info.update(n_steps=n, stopped_early=bool(stopped_early))
+    ms = info.get("move_state")
+    if isinstance(ms, dict):
+        info.setdefault("warmup", int(ms.get("n_warmup", 0)))
+        info["n_grad_evals"] = int(ms.get("n_grad_evals", 0))
+        info["n_divergent"] = int(ms.get("n_divergent", 0))
+        info["step_size"] = float(ms.get("step_size", math.nan))
+        info["trajectory_length"] = float(ms.get("trajectory", math.nan))
+    if burn is None:
+        burn = int(info["warmup"]) if "warmup" in info else n // 2
     return Posterior(
         calibrator,
         chain=chain,
         log_prob=log_prob,
         acceptance=np.asarray(accepted, dtype=float) / max(n, 1),
-        burn=n // 2 if burn is None else min(burn, n - 1),
+        burn=min(burn, n - 1),
         info=info,
     )

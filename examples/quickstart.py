@@ -22,7 +22,7 @@ for name, E in [("batch-A", 195.0), ("batch-B", 204.0), ("batch-C", 212.0)]:
 E = Parameter("E", lower=150, upper=250, pooling="partial")
 cal = Calibrator(sim, [E], campaigns, discrepancy=Discrepancy("shared", scale_prior=HalfNormal(2.0)),
                  noise="known", hyperpriors={"E": {"scale": HalfNormal(0.5)}})  # batch spread
-post = cal.sample(n_walkers=32, n_steps=8000, seed=1)  # stops early once longer than 50 τ_int
+post = cal.sample(n_walkers=32, n_steps=8000, seed=1)  # stops once converged, else warns
 print(post.summary())
 pred = post.predict(np.array([[25.0]]), campaign="batch-A")
 print(f"batch-A at 25 kN: {pred.mean[0, 0]:.2f} mm ± {pred.sd[0, 0]:.2f}")

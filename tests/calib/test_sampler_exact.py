@@ -2,13 +2,19 @@
 
 Tolerances come from Monte Carlo error: for a posterior mean, ``4·sd/√ESS``; for a posterior
 sd, ``4·sd·√(κ−1)/(2√ESS)`` with κ the exact kurtosis (the standard error of a sample
-variance is ``σ²√((κ−1)/n)``). The ESS is the chain's own, from its integrated
-autocorrelation time; every test asserts it is large enough to make the check sharp.
+variance is ``σ²√((κ−1)/n)``). The ESS is the chain's own (bulk ESS of x for the mean, of
+(x − x̄)² for the sd); every test asserts both are large enough to make the check sharp.
+
+Every test runs with both kinds of move: the derivative-free ensemble mix (``"de"``, with the
+budgets it needs) and the gradient move (``"hmc"``, ChEES-adapted HMC: 200 warm-up iterations
+then 1000 kept, each walker an independent chain; with 500 kept the hierarchical model's
+μ came out with an sd 4.5 standard errors low, the tails being explored slowly).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
@@ -27,18 +33,39 @@ def _moments(grid: np.ndarray, logw: np.ndarray) -> tuple[float, float, float]:
     return m, np.sqrt(v), k
 
 
+@pytest.fixture(params=["de", "hmc"])
+def moves(request):
+    return request.param
+
+
+def _sample(cal, moves, n_walkers, n_steps, seed):
+    if moves == "hmc":
+        return cal.sample(
+            n_walkers=n_walkers,
+            n_steps=1200,
+            warmup=200,
+            seed=seed,
+            moves="hmc",
+            autocorr_stop=False,
+        )
+    return cal.sample(n_walkers=n_walkers, n_steps=n_steps, seed=seed, autocorr_stop=False)
+
+
 def _check(post, name, mean, sd, kurt, min_ess=400, campaign=None):
     x = post._compute_quantities()[post._key(name, campaign)]
     n_eff = float(ess(x))
-    assert n_eff >= min_ess, f"{name}: ESS {n_eff:.0f} too small for a sharp check"
+    # the sd is estimated from the mean of (x − x̄)², whose autocorrelation is its own: HMC's
+    # draws of x can be anticorrelated (ESS above the draw count) while those of x² are not
+    n_eff_sq = float(ess((x - x.mean()) ** 2))
+    assert min(n_eff, n_eff_sq) >= min_ess, f"{name}: ESS {n_eff:.0f}/{n_eff_sq:.0f} too small"
     flat = x.reshape(-1)
     tol_mean = 4 * sd / np.sqrt(n_eff)
-    tol_sd = 4 * sd * np.sqrt(kurt - 1) / (2 * np.sqrt(n_eff))
+    tol_sd = 4 * sd * np.sqrt(kurt - 1) / (2 * np.sqrt(n_eff_sq))
     assert abs(flat.mean() - mean) < tol_mean, (name, flat.mean(), mean, tol_mean, n_eff)
     assert abs(flat.std() - sd) < tol_sd, (name, flat.std(), sd, tol_sd, n_eff)
 
 
-def test_conjugate_normal_complete_pooling():
+def test_conjugate_normal_complete_pooling(moves):
     rng = np.random.default_rng(0)
     sigma, m0, s0 = 0.5, 1.0, 2.0
     y = 0.3 + sigma * rng.standard_normal(12)
@@ -52,13 +79,13 @@ def test_conjugate_normal_complete_pooling():
         ],
         noise="known",
     )
-    post = cal.sample(n_walkers=16, n_steps=3000, seed=3, autocorr_stop=False)
+    post = _sample(cal, moves, 16, 3000, seed=3)
     prec = 1 / s0**2 + y.size / sigma**2
     mn, sn = (m0 / s0**2 + y.sum() / sigma**2) / prec, prec**-0.5
     _check(post, "theta", mn, sn, 3.0)
 
 
-def test_hierarchical_normal_against_2d_quadrature():
+def test_hierarchical_normal_against_2d_quadrature(moves):
     rng = np.random.default_rng(1)
     sigma = 1.0
     sizes = (2, 3, 5, 8, 4)
@@ -78,7 +105,7 @@ def test_hierarchical_normal_against_2d_quadrature():
         noise="known",
         hyperpriors={"theta": {"mean": mu_prior, "scale": tau_prior}},
     )
-    post = cal.sample(n_walkers=32, n_steps=6000, seed=5, autocorr_stop=False)
+    post = _sample(cal, moves, 32, 6000, seed=5)
     # exact: ȳ_ℓ | μ, τ ~ N(μ, τ² + σ²/n_ℓ), θ_ℓ integrated out in closed form
     mu = np.linspace(-6, 7, 801)
     tau = np.linspace(1e-6, 8, 1200)
@@ -93,7 +120,7 @@ def test_hierarchical_normal_against_2d_quadrature():
     _check(post, "theta.scale", *_moments(tau, logsumexp(logp, axis=0)))
 
 
-def test_koh_rbf_discrepancy_against_3d_quadrature():
+def test_koh_rbf_discrepancy_against_3d_quadrature(moves):
     rng = np.random.default_rng(2)
     x = np.linspace(0, 1, 10)
     sigma = 0.05
@@ -109,7 +136,7 @@ def test_koh_rbf_discrepancy_against_3d_quadrature():
         discrepancy=Discrepancy("shared", "rbf", scale_prior=s_prior, lengthscale_prior=l_prior),
         noise="known",
     )
-    post = cal.sample(n_walkers=32, n_steps=5000, seed=7, autocorr_stop=False)
+    post = _sample(cal, moves, 32, 5000, seed=7)
     # exact: y | θ, s, ℓ ~ N(θx, s²K_ℓ + σ²I); quadrature over θ and log s, log ℓ
     th = np.linspace(-1.5, 4.0, 221)
     ls_ = np.linspace(np.log(1e-3), np.log(3.0), 70)

@@ -1,0 +1,173 @@
+"""The gradient move (ChEES-adapted HMC vectorized over walkers) and the convergence verdict.
+
+Exactness: a centred, funnel-shaped hierarchy (eight schools with the standard errors
+halved) against quadrature of the scale's marginal, tolerance 4 Monte Carlo standard errors
+from the chain's own ESS. The exact-posterior tests of test_sampler_exact.py run with this
+move too.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import emcee
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from scipy.special import logsumexp
+
+from calib import Calibrator, Campaign, ConvergenceWarning, Parameter
+from calib.archive import read_chain
+from calib.diagnostics import ess
+from calib.hmc import ChEESMove
+from calib.priors import Normal
+from simulators import FunctionSimulator
+
+Y8 = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
+SE8 = 0.5 * np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
+
+
+def _funnel_logp(U: torch.Tensor) -> torch.Tensor:
+    """Centred hierarchy: μ ~ N(0, 5²), τ ~ HalfCauchy(5), θ_j ~ N(μ, τ²), y_j ~ N(θ_j, se_j²);
+    sampled as (μ, log τ, θ) with the Jacobian τ."""
+    mu, v, th = U[:, 0], U[:, 1], U[:, 2:]
+    tau = torch.exp(v)
+    lp = -0.5 * (mu / 5.0) ** 2 + torch.log(5.0 / (25.0 + tau**2)) + v
+    lp = lp - 0.5 * (((th - mu[:, None]) / tau[:, None]) ** 2).sum(1) - th.shape[1] * v
+    return lp - 0.5 * (((torch.as_tensor(Y8) - th) / torch.as_tensor(SE8)) ** 2).sum(1)
+
+
+def _value_and_grad(U: np.ndarray):
+    X = torch.as_tensor(U).requires_grad_(True)
+    lp = _funnel_logp(X)
+    (g,) = torch.autograd.grad(lp.sum(), X)
+    return lp.detach().numpy(), g.numpy()
+
+
+def _funnel_chain(n_warmup=300, n_steps=1300, target_accept=0.95, seed=1):
+    W, d = 32, 10
+    move = ChEESMove(_value_and_grad, d, n_warmup=n_warmup, target_accept=target_accept)
+    sampler = emcee.EnsembleSampler(
+        W, d, lambda U: _funnel_logp(torch.as_tensor(U)).numpy(), vectorize=True, moves=move
+    )
+    rng = np.random.default_rng(seed)
+    p0 = np.column_stack([rng.normal(5, 1, W), rng.normal(1.5, 0.3, W), rng.normal(5, 3, (W, 8))])
+    sampler.random_state = np.random.RandomState(seed).get_state()
+    return sampler, move, p0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bias: in the centred funnel the fixed-step HMC move cannot enter the neck "
+    "(divergences are counted and warned about); log τ comes out too high and too narrow "
+    "(measured: mean 1.78 against 1.71, sd 0.62 against 0.82) even at target_accept=0.99. "
+    "Open in issue 9: a remedy (e.g. a per-walker step-size jitter or a non-centred "
+    "reparameterization chosen automatically) must make this pass.",
+)
+def test_centred_funnel_scale_against_quadrature():
+    sampler, move, p0 = _funnel_chain()
+    sampler.run_mcmc(p0, 1300)
+    x = sampler.get_chain()[300:, :, 1]  # log τ, walkers as chains
+    # exact marginal of τ: y_j | μ, τ ~ N(μ, se_j² + τ²), μ integrated on a grid
+    mu = np.linspace(-30, 40, 1401)
+    tau = np.linspace(1e-4, 80, 4000)
+    M, T = np.meshgrid(mu, tau, indexing="ij")
+    logp = (
+        stats.norm.logpdf(M, 0, 5)
+        + stats.halfcauchy.logpdf(T, scale=5)
+        + stats.norm.logpdf(Y8, M[..., None], np.sqrt(SE8**2 + T[..., None] ** 2)).sum(-1)
+    )
+    lt = logsumexp(logp, axis=0)
+    w = np.exp(lt - logsumexp(lt))
+    lg = np.log(tau)
+    mean = float((w * lg).sum())
+    sd = float(np.sqrt((w * (lg - mean) ** 2).sum()))
+    n_eff = float(ess(x))
+    assert n_eff >= 400, f"ESS {n_eff:.0f} too small for a sharp check"
+    assert abs(x.mean() - mean) < 4 * sd / np.sqrt(n_eff), (x.mean(), mean, n_eff)
+    assert abs(x.std() - sd) < 4 * sd * np.sqrt(2) / (2 * np.sqrt(n_eff)), (x.std(), sd)
+
+
+def test_adaptation_is_frozen_after_warmup():
+    sampler, move, p0 = _funnel_chain(n_warmup=60, n_steps=0)
+    state = sampler.run_mcmc(p0, 60)
+    assert move.frozen
+    frozen = move.state_dict()
+    sampler.run_mcmc(state, 40)
+    after = move.state_dict()
+    for k in ("step_size", "trajectory", "chol", "target_accept", "max_leapfrog"):
+        assert after[k] == frozen[k], k
+    assert after["iteration"] == 100 and after["n_grad_evals"] > frozen["n_grad_evals"]
+    # the state round-trips: a move built from it continues identically
+    again = ChEESMove(_value_and_grad, 10, state=after)
+    assert again.state_dict() == after
+
+
+def test_move_state_is_checked():
+    move = ChEESMove(_value_and_grad, 10)
+    with pytest.raises(ValueError, match="not a ChEES-HMC move state"):
+        move.load_state_dict({"kind": "other"})
+    with pytest.raises(ValueError, match="target_accept must be in"):
+        ChEESMove(_value_and_grad, 10, target_accept=1.0)
+
+
+def _conjugate():
+    rng = np.random.default_rng(0)
+    y = 0.3 + 0.5 * rng.standard_normal(12)
+    sim = FunctionSimulator(lambda X, T: T[:, :1], (), ("theta",), ("y",), vectorized=True)
+    return Calibrator(
+        sim,
+        [Parameter("theta", prior=Normal(1.0, 2.0))],
+        [Campaign("A", x=None, y=y, noise_sd=0.5)],
+        noise="known",
+    )
+
+
+def test_resume_with_the_gradient_move_is_exact(tmp_path):
+    cal = _conjugate()
+    kw = dict(n_walkers=8, seed=4, moves="hmc", warmup=40, autocorr_stop=False)
+    ref = cal.sample(n_steps=120, **kw)
+    path = tmp_path / "s.h5"
+    # the first run stops inside the warm-up: the adaptation state must travel too
+    cal.sample(n_steps=30, archive=path, checkpoint_every=7, **kw)
+    assert read_chain(path).info["move_state"]["iteration"] == 30
+    post = cal.sample(n_steps=120, archive=path, resume=True, checkpoint_every=7, **kw)
+    np.testing.assert_array_equal(post.chain, ref.chain)
+    np.testing.assert_array_equal(post.log_prob, ref.log_prob)
+    assert post.info["move_state"] == ref.info["move_state"]
+    with pytest.raises(ValueError, match="resume with the same moves"):
+        cal.sample(n_steps=200, archive=path, resume=True, n_walkers=8, seed=4)
+
+
+def test_verdict_stop_rule_and_warning():
+    cal = _conjugate()
+    with pytest.warns(ConvergenceWarning, match=r"has not converged after 60 of 60 steps"):
+        short = cal.sample(n_walkers=8, n_steps=60, seed=1, moves="hmc", warmup=30)
+    assert not short.converged
+    d = short.diagnostics()
+    assert not d["converged"] and d["worst"][0]["name"] == "theta"
+    assert short.summary()["theta"]["ok"] is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        post = cal.sample(n_walkers=16, n_steps=2000, seed=1, moves="hmc", warmup=100)
+    assert post.converged and post.info["stopped_early"]
+    assert post.chain.shape[0] < 2000
+    d = post.diagnostics()
+    assert d["rhat_max"] < 1.01 and d["ess_min"] >= 400
+    assert post.summary()["theta"]["ok"] is True
+    assert d["n_grad_evals"] > 0 and d["step_size"] > 0
+
+
+def test_bad_sampler_settings_are_refused_before_work():
+    cal = _conjugate()
+    with pytest.raises(ValueError, match="moves must be 'hmc', 'de'"):
+        cal.sample(moves="nuts")
+    with pytest.raises(ValueError, match="n_walkers must be an even integer ≥ 4"):
+        cal.sample(n_walkers=2, moves="hmc")
+    with pytest.raises(ValueError, match="warmup must be smaller than n_steps"):
+        cal.sample(n_steps=100, warmup=100, moves="hmc")
+    with pytest.raises(ValueError, match="target_ess must be a positive number"):
+        cal.sample(target_ess=0)
+    with pytest.raises(ValueError, match="time_budget must be a positive number"):
+        cal.sample(time_budget=-1)
