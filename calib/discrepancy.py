@@ -19,7 +19,14 @@ import torch
 
 from .priors import Prior, check_prior
 
-__all__ = ["Discrepancy", "DISCREPANCY_MODES", "KERNELS", "sq_dists", "kernel_from_sq"]
+__all__ = [
+    "Discrepancy",
+    "DISCREPANCY_MODES",
+    "KERNELS",
+    "sq_dists",
+    "kernel_from_sq",
+    "KernelOnDistances",
+]
 
 DISCREPANCY_MODES = ("none", "shared", "independent")
 KERNELS = ("rbf", "matern52")
@@ -151,3 +158,44 @@ def kernel_from_sq(
     var = (scale * scale).reshape(shape)
     r = torch.sqrt(r2.clamp_min(1e-300))
     return var * (1.0 + _SQRT5 * r + (5.0 / 3.0) * r2) * torch.exp(-_SQRT5 * r)
+
+
+class KernelOnDistances:
+    """The δ kernel on fixed feature pairs, for a batch of log-hyperparameters.
+
+    The log-posterior evaluates the kernel on the same observed entries at every call,
+    with the sampled ``log σ_δ`` and ``log ℓ_d``: the per-dimension squared differences
+    are flattened (and, for rbf, multiplied by −½) once here, so a call is one matrix
+    product and one exp (rbf)::
+
+        k = exp(2 log σ_δ + Σ_d (−½ dsq_d) ℓ_d⁻²),   ℓ_d⁻² = exp(−2 log ℓ_d)
+
+    Parameters
+    ----------
+    kind : {"rbf", "matern52"}
+    dsq : ndarray of shape (D, ...)
+        Per-dimension squared differences (:func:`sq_dists`, block dimensions may follow).
+    """
+
+    def __init__(self, kind: str, dsq: np.ndarray):
+        if kind not in KERNELS:
+            raise ValueError(f"kind must be one of {KERNELS}, got {kind!r}")
+        self.kind = kind
+        self.shape = tuple(dsq.shape[1:])
+        n = int(np.prod(self.shape))
+        flat = torch.as_tensor(dsq, dtype=torch.float64).reshape(dsq.shape[0], n)
+        self.flat = -0.5 * flat if kind == "rbf" else flat  # (D, P)
+
+    def __call__(self, log_scale: torch.Tensor, log_lengthscale: torch.Tensor) -> torch.Tensor:
+        """``(S, ...)`` kernel values for ``log_scale (S, 1)``, ``log_lengthscale (S, D)``."""
+        inv_sq = torch.exp(log_lengthscale * -2.0)  # ℓ⁻², (S, D)
+        S = inv_sq.shape[0]
+        if self.kind == "rbf":
+            return torch.exp(torch.addmm(log_scale, inv_sq, self.flat, beta=2.0)).view(
+                S, *self.shape
+            )
+        # Matérn 5/2 as kernel_from_sq, with the variance σ² = exp(2 log σ) in the exponent
+        r2 = inv_sq @ self.flat
+        r = torch.sqrt(r2.clamp_min(1e-300))
+        poly = torch.add(1.0 + _SQRT5 * r, r2, alpha=5.0 / 3.0)
+        return (poly * torch.exp(torch.add(2.0 * log_scale, r, alpha=-_SQRT5))).view(S, *self.shape)

@@ -5,9 +5,17 @@ parameters of every walker at every row ``Theta (W, n_rows, q)`` and return the 
 ``(W, n_rows, m)``, the forward model's own covariance ``(W, m, n_rows, n_rows)`` (``None``
 in direct mode, where the simulator is exact) and a mask ``(W,)`` of walkers for which the
 forward model failed.
+
+The likelihood's hot path uses :meth:`EmulatorForward.predict`: the emulator for the
+outputs that hold observations only (an emulator whose ``predict_torch`` takes
+``outputs=`` computes only those; one that does not is asked for all and the observed ones
+are selected from its prediction).
 """
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -96,6 +104,8 @@ class EmulatorForward:
 
     def __init__(self, emulator):
         self.model = emulator
+        self.selects_outputs = _takes_outputs(emulator.predict_torch)
+        self._index: dict[tuple[int, ...], torch.Tensor] = {}
 
     def __call__(self, X: np.ndarray, theta: torch.Tensor):
         W, n, _ = theta.shape
@@ -103,6 +113,51 @@ class EmulatorForward:
         mean, cov = self.model.predict_torch(torch.cat([Xt, theta], dim=-1))
         failed = ~(torch.isfinite(mean).all(dim=-1).all(dim=-1))
         return mean, cov, failed
+
+    def predict(
+        self, X: torch.Tensor, theta: torch.Tensor, outputs: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``(W, n, k)`` and covariance ``(W, k, n, n)`` of ``k`` outputs, unchecked.
+
+        Parameters
+        ----------
+        X : Tensor of shape (n, p)
+            Control inputs of the rows.
+        theta : Tensor of shape (W, n, q)
+        outputs : tuple of int, optional
+            The outputs wanted (``k = len(outputs)``); all ``m`` when None.
+        """
+        W, n, _ = theta.shape
+        inputs = torch.cat([X.expand(W, n, -1), theta], dim=-1)
+        if outputs is not None and self.selects_outputs:
+            try:
+                mean, cov = self.model.predict_torch(inputs, outputs=outputs)
+            except TypeError:  # a plug-in whose outputs= means something else
+                self.selects_outputs = False
+            else:
+                k = len(outputs)
+                if mean.shape[-1] == k and cov.shape[-3] == k:
+                    return mean, cov
+                self.selects_outputs = False  # it predicted everything anyway
+                return self._select(mean, cov, outputs)
+        mean, cov = self.model.predict_torch(inputs)
+        return (mean, cov) if outputs is None else self._select(mean, cov, outputs)
+
+    def _select(self, mean: torch.Tensor, cov: torch.Tensor, outputs: Sequence[int]):
+        key = tuple(outputs)
+        idx = self._index.get(key)
+        if idx is None:
+            idx = self._index[key] = torch.as_tensor(key, device=mean.device)
+        return mean.index_select(-1, idx), cov.index_select(-3, idx)
+
+
+def _takes_outputs(fn) -> bool:
+    """Whether ``predict_torch`` has an ``outputs`` parameter (optional in the contract)."""
+    try:
+        par = inspect.signature(fn).parameters.get("outputs")
+    except (TypeError, ValueError):
+        return False
+    return par is not None and par.kind in (par.POSITIONAL_OR_KEYWORD, par.KEYWORD_ONLY)
 
 
 def make_forward(model) -> SimulatorForward | EmulatorForward:

@@ -82,7 +82,10 @@ class Emulator(Protocol):
     Inputs are ``(n, p + q)``: the control-input columns first, then the parameter columns.
     ``predict_torch`` is the batched, differentiable path the likelihood uses: for inputs
     ``(n_walkers, n_points, p + q)`` it returns the mean ``(n_walkers, n_points, m)`` and the
-    predictive covariance ``(n_walkers, m, n_points, n_points)``.
+    predictive covariance ``(n_walkers, m, n_points, n_points)``. It may accept an optional
+    ``outputs=`` (indices of the outputs wanted): the likelihood then asks only for the
+    observed outputs and gets ``m = len(outputs)``; a plug-in without it is given the full
+    prediction and sliced.
     """
 
     def fit(self, inputs: np.ndarray, outputs: np.ndarray) -> Emulator: ...

@@ -21,6 +21,16 @@ Covariance of a block (docs/model.md, eq. 6)::
 
 with ``M_ab`` 1 when δ links entries a and b (same campaign for ``"independent"``; same
 output when the outputs have no coordinates), ``ε`` the documented jitter.
+
+Cost. A call is many small tensor operations around one small batched Cholesky, so the
+number of operations, not their size, sets its cost: everything that does not depend on
+U (indices, masks, distances, the constant diagonal, prior constants) is built once in
+``Model.__init__``; the transforms and priors of all columns that share a bijection kind
+and a prior family are one vectorized evaluation each (:class:`calib.parameters.
+StackedTransform`, :func:`calib.priors.stack`); an emulator is asked only for the outputs
+that hold observations; the gradient of eq. 7 is its closed form; the checks for failed
+walkers run only when some value is not finite (docs/model.md, "Cost of one log-posterior
+call").
 """
 
 from __future__ import annotations
@@ -32,9 +42,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .discrepancy import Discrepancy, kernel_from_sq, sq_dists
-from .parameters import Parameter
-from .priors import HalfNormal, LogNormal, Normal, Prior
+from .discrepancy import Discrepancy, KernelOnDistances, kernel_from_sq, sq_dists
+from .parameters import Parameter, StackedTransform
+from .priors import HalfNormal, LogNormal, Normal, Prior, StackedLogProb, stack
 
 __all__ = ["Model", "NOISE_MODES", "SimulatorWarning"]
 
@@ -61,8 +71,93 @@ class Slot:
         return self.start + self.size
 
 
-def _std_normal_logpdf(z: torch.Tensor) -> torch.Tensor:
-    return -0.5 * z * z - 0.5 * _LOG_2PI
+@dataclass
+class _PriorGroup:
+    """Columns of U that share a bijection kind and a prior class: one vectorized term."""
+
+    cols: list[int]
+    transform: StackedTransform
+    log_prob: StackedLogProb
+    theta: bool  # the columns are θ of completely or unpooled parameters
+
+
+def _transform_range(kind: str, lower: float | None, upper: float | None) -> tuple[float, float]:
+    """The closed range of θ = g⁻¹(u) over u ∈ [−∞, ∞] (θ of kind "both" is clamped)."""
+    if kind == "both":
+        return lower, upper
+    if kind == "lower":
+        return lower, math.inf
+    if kind == "upper":
+        return -math.inf, upper
+    return -math.inf, math.inf
+
+
+def _cholesky_retry(
+    C: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Batched Cholesky of ``C (W, B, n, n)``; a failed factorization is retried with
+    1e-6·mean(diag) added, then marks the walker failed (its log-posterior becomes −inf;
+    its factor is the identity). Returns the factor, the failed walkers ``(W,)`` and the
+    retried blocks ``(W, B)``, both None when every factorization succeeded at once."""
+    Lc, info = torch.linalg.cholesky_ex(C)
+    if not info.any():
+        return Lc, None, None
+    retried = info != 0  # (W, B)
+    scale = torch.diagonal(C, dim1=-2, dim2=-1).mean(dim=-1)  # (W, B)
+    eye = torch.eye(C.shape[-1], dtype=C.dtype, device=C.device)
+    C2 = C + (1e-6 * scale * retried)[..., None, None] * eye
+    Lc, info = torch.linalg.cholesky_ex(C2)
+    bad = info != 0
+    bad_w = bad.any(dim=1)
+    if bad_w.any():
+        Lc = torch.where(bad[..., None, None], eye.expand_as(Lc), Lc)
+    return Lc, bad_w, retried
+
+
+def _gaussian_loglik(C: torch.Tensor, r: torch.Tensor, n_obs: int):
+    """Eq. 7 for blocks ``C (W, B, n, n)``, residuals ``r (W, B, n)`` (zero at pads) of
+    ``n_obs`` observed entries: the log-likelihood ``(W,)``, the failed walkers (or None)
+    and what the gradient needs."""
+    Lc, bad, retried = _cholesky_retry(C)
+    v = torch.linalg.solve_triangular(Lc, r.unsqueeze(-1), upper=False)  # L⁻¹r
+    quad = (v * v).sum(dim=(1, 2, 3))  # rᵀC⁻¹r = ‖L⁻¹r‖²
+    half_logdet = torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum(dim=(1, 2))
+    ll = -0.5 * (torch.add(quad, half_logdet, alpha=2.0) + n_obs * _LOG_2PI)
+    return ll, bad, (Lc, v, retried)
+
+
+class _GaussianLogLik(torch.autograd.Function):
+    """Eq. 7 with its gradient in closed form (Rasmussen & Williams 2006, eq. 5.9):
+
+        ∂ log p / ∂C = ½ (α αᵀ − C⁻¹),   ∂ log p / ∂r = −α,   α = C⁻¹ r,
+
+    from the forward pass's factor (one triangular solve and one ``cholesky_inverse``)
+    instead of autograd's path back through the factorization. Where a block was retried
+    with ``ε·mean(diag C)`` added, the jitter's own dependence on C adds
+    ``ε·tr(∂/∂C₂)/n`` to the diagonal, as autograd would. First derivatives only.
+    """
+
+    @staticmethod
+    def forward(ctx, C: torch.Tensor, r: torch.Tensor, n_obs: int):
+        ll, bad, (Lc, v, retried) = _gaussian_loglik(C, r, n_obs)
+        ctx.save_for_backward(Lc, v)
+        ctx.retried = retried
+        bad = torch.zeros_like(ll, dtype=torch.bool) if bad is None else bad
+        ctx.mark_non_differentiable(bad)
+        return ll, bad
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor, _):
+        Lc, v = ctx.saved_tensors
+        alpha = torch.linalg.solve_triangular(Lc.transpose(-1, -2), v, upper=True)  # C⁻¹r
+        g4 = g[:, None, None, None]
+        G = (alpha * alpha.transpose(-1, -2) - torch.cholesky_inverse(Lc)) * (0.5 * g4)
+        if ctx.retried is not None:
+            n = G.shape[-1]
+            tr = torch.diagonal(G, dim1=-2, dim2=-1).sum(-1)  # (W, B)
+            G = G + (1e-6 * ctx.retried * tr / n)[..., None, None] * torch.eye(n, dtype=G.dtype)
+        return G, -(alpha * g4).squeeze(-1), None
 
 
 class Model:
@@ -165,22 +260,10 @@ class Model:
             pad[b, : g.size] = False
         self.block_idx = idx
         self.block_pad = pad
-        self._t_idx = torch.as_tensor(idx)
-        self._t_pad = torch.as_tensor(pad)
-        self._t_padf = torch.as_tensor(pad, dtype=DTYPE)
-        self._t_y = torch.as_tensor(self.y_obs, dtype=DTYPE)
-        self._t_obs_campaign = torch.as_tensor(self.obs_campaign)
-        self._t_row_campaign = torch.as_tensor(self.row_campaign)
-        self._t_obs_flat = torch.as_tensor(self.obs_row * self.m + self.obs_col)
-        if self.known_var is not None:
-            kv = self.known_var[idx]
-            kv[pad] = 0.0
-            self._t_known_var = torch.as_tensor(kv, dtype=DTYPE)
+        self._dsq = None
         if discrepancy.active:
             z = self.z_obs[idx]  # (B, Nmax, D)
-            self._t_dsq = torch.as_tensor(
-                np.stack([sq_dists(z[b], z[b]) for b in range(self.B)], axis=1), dtype=DTYPE
-            )  # (D, B, Nmax, Nmax)
+            self._dsq = np.stack([sq_dists(z[b], z[b]) for b in range(self.B)], axis=1)
             mask = ~pad[:, :, None] & ~pad[:, None, :]
             if discrepancy.mode == "independent":
                 c = self.obs_campaign[idx]
@@ -215,6 +298,8 @@ class Model:
             self.hyperpriors["noise"] = hp
 
         self._build_layout()
+        self._build_prior_plan()
+        self._build_likelihood_plan()
         self.failures = 0  # forward-model failures seen by the last log_posterior call
 
     # -------------------------------------------------------------------- layout
@@ -237,7 +322,9 @@ class Model:
             else:
                 add(f"{n}.mean", [f"{n}.mean"])
                 add(f"{n}.logscale", [f"log {n}.scale"])
-                add(f"{n}.z", [f"{n}.z[{c}]" for c in cl])
+                # the slot holds u_ℓ = g(θ_ℓ) when centred, z_ℓ = (u_ℓ − μ)/τ when not
+                v = "u" if prm.centered else "z"
+                add(f"{n}.z", [f"{n}.{v}[{c}]" for c in cl])
         if self.discrepancy.active:
             add("discrepancy.logscale", ["log discrepancy.scale"])
             add(
@@ -260,7 +347,245 @@ class Model:
         s = self.slots[name]
         return U[:, s.start : s.stop]
 
+    # -------------------------------------------------------------------- static plans
+    def _build_prior_plan(self) -> None:
+        """Group the columns of U for the vectorized transforms and prior terms of (2)–(5).
+
+        Every column has a bijection kind and a prior on its constrained value; columns
+        with the same kind and prior class (and role) form one :class:`_PriorGroup`, whose
+        term is one :class:`StackedTransform` and one :func:`calib.priors.stack`
+        evaluation. The constant parts of all terms are summed here once.
+        """
+        std = Normal(0.0, 1.0)
+        entries = []  # (column, kind, lower, upper, prior, is θ)
+
+        def scales(name: str, priors: list[Prior]) -> None:
+            # a sampled log: x = exp(u), log-Jacobian u
+            s = self.slots[name]
+            entries.extend(
+                (s.start + k, "lower", 0.0, None, pr, False) for k, pr in enumerate(priors)
+            )
+
+        def plain(name: str, prior: Prior) -> None:
+            s = self.slots[name]
+            entries.extend(
+                (c, "identity", None, None, prior, False) for c in range(s.start, s.stop)
+            )
+
+        for prm in self.parameters:
+            n = prm.name
+            if prm.pooling in ("complete", "none"):
+                s = self.slots[n]
+                for c in range(s.start, s.stop):
+                    entries.append((c, prm.kind, prm.lower, prm.upper, prm.prior, True))
+            else:
+                hp = self.hyperpriors[n]
+                plain(f"{n}.mean", hp["mean"])
+                scales(f"{n}.logscale", [hp["scale"]])
+                if not prm.centered:
+                    plain(f"{n}.z", std)  # centred: N(u; μ, τ²) is added in _prior
+        if self.discrepancy.active:
+            scales("discrepancy.logscale", [self.disc_scale_prior])
+            scales("discrepancy.loglengthscale", self.disc_ls_priors)
+        if self.noise in ("shared", "per_campaign"):
+            scales("noise.logsd", [self.noise_prior] * self.slots["noise.logsd"].size)
+        elif self.noise == "hierarchical":
+            hp = self.hyperpriors["noise"]
+            plain("noise.mean", hp["mean"])
+            scales("noise.logscale", [hp["scale"]])
+            plain("noise.z", std)
+
+        keyed: dict[tuple, list] = {}
+        for c, kind, lo, hi, prior, is_theta in entries:
+            r_lo, r_hi = _transform_range(kind, lo, hi)
+            s_lo, s_hi = prior.support
+            inside = s_lo <= r_lo and r_hi <= s_hi  # no support check needed
+            keyed.setdefault((kind, type(prior), inside, is_theta), []).append((c, lo, hi, prior))
+        groups = []
+        for (kind, _, inside, is_theta), cols in keyed.items():
+            groups.append(
+                _PriorGroup(
+                    cols=[c for c, *_ in cols],
+                    transform=StackedTransform(
+                        kind, [lo for _, lo, _, _ in cols], [hi for *_, hi, _ in cols]
+                    ),
+                    log_prob=stack([pr for *_, pr in cols], inside=inside),
+                    theta=is_theta,
+                )
+            )
+        self._prior_groups = groups
+        self._prior_const = sum(g.transform.const + g.log_prob.const for g in groups)
+        # the groups' columns as one split of U (one view per group and a single backward
+        # node), after a permutation when a group's columns are not side by side
+        order = [c for g in groups for c in g.cols]
+        self._prior_perm = None if order == list(range(self.n_dim)) else torch.as_tensor(order)
+        self._prior_sizes = [len(g.cols) for g in groups]
+
+        # θ (W, L, q) from the θ groups' outputs, concatenated in group order
+        pos = {c: k for k, c in enumerate(c for g in groups if g.theta for c in g.cols)}
+        fixed = [j for j, prm in enumerate(self.parameters) if prm.pooling != "partial"]
+        idx = np.zeros((self.L, len(fixed)), dtype=np.int64)
+        for k, j in enumerate(fixed):
+            s = self.slots[self.parameters[j].name]
+            for l in range(self.L):
+                idx[l, k] = pos[s.start + (l if s.size > 1 else 0)]
+        self._t_theta_idx = torch.as_tensor(idx)
+        # θ in group order, the same for every campaign: a view instead of a gather
+        self._theta_view = bool((idx == np.arange(len(fixed))).all())
+        partial = [j for j, prm in enumerate(self.parameters) if prm.pooling == "partial"]
+        self._partial = None
+        if partial:
+            # g(θ_ℓ) = μ + τ z_ℓ for all partially pooled parameters at once, then θ by kind
+            names = [self.parameters[j].name for j in partial]
+            by_kind: dict[str, list[int]] = {}
+            for k, j in enumerate(partial):
+                by_kind.setdefault(self.parameters[j].kind, []).append(k)
+            kinds = [
+                (
+                    torch.as_tensor(ks),
+                    StackedTransform(
+                        kind,
+                        [self.parameters[partial[k]].lower for k in ks],
+                        [self.parameters[partial[k]].upper for k in ks],
+                    ),
+                )
+                for kind, ks in by_kind.items()
+            ]
+            order = fixed + [partial[k] for ks, _ in kinds for k in ks.tolist()]
+            self._partial = {
+                "mu": torch.as_tensor([self.slots[f"{n}.mean"].start for n in names]),
+                "v": torch.as_tensor([self.slots[f"{n}.logscale"].start for n in names]),
+                "z": torch.as_tensor(
+                    [[self.slots[f"{n}.z"].start + l for n in names] for l in range(self.L)]
+                ),
+                "kinds": kinds,
+                "perm": torch.as_tensor(np.argsort(order)),
+            }
+            c = [self.parameters[j].centered for j in partial]
+            self._partial["centred"] = (
+                None if not any(c) else torch.as_tensor(c)  # (q_partial,) bool
+            )
+            self._partial["all_centred"] = all(c)
+
+    def _build_likelihood_plan(self) -> None:
+        """Indices, masks and constants of eqs. 6–7 for the observed entries, built once."""
+        idx, pad = self.block_idx, self.block_pad
+        self._has_pads = bool(pad.any())
+        self._t_pad_flat = torch.as_tensor(pad.reshape(-1))
+        self._t_livef = torch.as_tensor(~pad, dtype=DTYPE)
+        y = self.y_obs[idx]
+        y[pad] = 0.0
+        self._t_y_blk = torch.as_tensor(y.reshape(-1), dtype=DTYPE)  # (B·Nmax)
+        self._t_row_campaign = torch.as_tensor(self.row_campaign)
+        self._t_blk_campaign = torch.as_tensor(self.obs_campaign[idx])  # (B, Nmax)
+        # residual gathers: from the forward mean (W, n_rows, m) (direct mode, predictions)
+        full = (self.obs_row * self.m + self.obs_col)[idx].reshape(-1)
+        self._t_res_full = torch.as_tensor(full)
+        self._t_res_idx = self._t_res_full
+        # the constant diagonal of eq. 6: jitter, known noise, 1 at pads
+        base = pad.astype(float) + self.jitter
+        if self.noise == "known":
+            kv = self.known_var[idx]
+            kv[pad] = 0.0
+            base = base + kv
+        self._t_diag_base = torch.as_tensor(base, dtype=DTYPE)  # (B, Nmax)
+        self._t_diag_matrix = torch.diag_embed(self._t_diag_base)  # (B, Nmax, Nmax)
+        self._kernel = None
+        if self.discrepancy.active:
+            self._kernel = KernelOnDistances(self.discrepancy.kernel, self._dsq)
+            s = self.slots["discrepancy.logscale"]
+            self._sl_disc_scale = slice(s.start, s.stop)
+            s = self.slots["discrepancy.loglengthscale"]
+            self._sl_disc_ls = slice(s.start, s.stop)
+        self._diagonal = not self.discrepancy.active and not self.forward.emulator
+        self._emu_outputs = self._t_emu_idx = self._t_emu_idx_full = None
+        if not self.forward.emulator:
+            return
+        # emulator mode: the emulator is asked for the outputs with observations only. It
+        # is evaluated at every row, as the full prediction is: a GP's mean k(x*, X)α
+        # carries rounding errors of ~1e-10 relative (α is large where the runs are dense)
+        # that change with the shape of its matrix products, so leaving out rows without
+        # observations would change the values at that level for a negligible saving.
+        cols = np.unique(self.obs_col)
+        nr, nc = len(self.X_rows), cols.size
+        self._emu_outputs = None if nc == self.m else tuple(int(c) for c in cols)
+        self._t_emu_x = torch.as_tensor(self.X_rows, dtype=DTYPE)  # (n_rows, p)
+        ci = np.searchsorted(cols, self.obs_col)
+        self._t_res_idx = torch.as_tensor((self.obs_row * nc + ci)[idx].reshape(-1))
+        self._t_emu_idx = self._emulator_gather(self.obs_row, ci, nr)
+        self._t_emu_idx_full = self._emulator_gather(self.obs_row, self.obs_col, nr)
+        # C_η couples entries of one output only (the contract's per-output covariance)
+        j = self.obs_col[idx]
+        same = (j[:, :, None] == j[:, None, :]) & ~pad[:, :, None] & ~pad[:, None, :]
+        self._t_emu_mask = torch.as_tensor(same, dtype=DTYPE)  # (B, Nmax, Nmax)
+
+    def _emulator_gather(self, ri: np.ndarray, ci: np.ndarray, nr: int) -> torch.Tensor:
+        """Flat positions of cov[j_a, i_a, i_b] in a covariance ``(W, ·, nr, nr)``, for
+        every pair (a, b) of every block (pads point anywhere; they are masked)."""
+        r, c = ri[self.block_idx], ci[self.block_idx]  # (B, Nmax)
+        e = c[:, :, None] * nr * nr + r[:, :, None] * nr + r[:, None, :]
+        return torch.as_tensor(e.reshape(-1))
+
     # -------------------------------------------------------------------- unpacking
+    def _prior(self, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Log prior with log-Jacobians (W,), θ ``(W, L, q)`` and noise sd ``(W, L)`` or None."""
+        W = U.shape[0]
+        terms, thetas = [], []
+        cols = U if self._prior_perm is None else U[:, self._prior_perm]
+        for g, u in zip(self._prior_groups, cols.split(self._prior_sizes, dim=1)):
+            x, logdet = g.transform(u)
+            t = g.log_prob(x)
+            t = logdet if t is None else (t if logdet is None else t + logdet)
+            if t is not None:
+                terms.append(t)
+            if g.theta:
+                thetas.append(x)
+        if not terms:
+            lp = torch.full((W,), self._prior_const, dtype=U.dtype, device=U.device)
+        else:
+            lp = (terms[0] if len(terms) == 1 else torch.cat(terms, dim=1)).sum(dim=1)
+            lp = lp + self._prior_const
+        theta = None
+        if thetas:
+            x = thetas[0] if len(thetas) == 1 else torch.cat(thetas, dim=1)
+            if self._theta_view:
+                theta = x.unsqueeze(1).expand(W, self.L, x.shape[1])
+            else:
+                theta = x[:, self._t_theta_idx]  # (W, L, q_fixed)
+        if self._partial is not None:
+            pp = self._partial
+            # non-centred: g(θ_ℓ) = μ + τ z_ℓ; centred: g(θ_ℓ) = u_ℓ ~ N(μ, τ²)
+            # (Papaspiliopoulos, Roberts & Sköld 2007; docs/model.md §2)
+            v = U[:, pp["v"]].unsqueeze(1)
+            tau = torch.exp(v)
+            mu = U[:, pp["mu"]].unsqueeze(1)
+            x = U[:, pp["z"]]  # (W, L, q_partial)
+            g = mu + tau * x
+            if pp["centred"] is not None:
+                c = pp["centred"]
+                z = (x - mu) / tau
+                t = -0.5 * z * z - v - 0.5 * _LOG_2PI  # log N(u; μ, τ²)
+                if pp["all_centred"]:
+                    g = x
+                else:
+                    g = torch.where(c, x, g)
+                    t = t * c
+                lp = lp + t.sum(dim=(1, 2))
+            parts = [] if theta is None else [theta]
+            parts += [tr.theta(g[..., ks]) for ks, tr in pp["kinds"]]
+            theta = torch.cat(parts, dim=-1)[..., pp["perm"]]
+        return lp, theta, self._noise_sd(U)
+
+    def _noise_sd(self, U: torch.Tensor) -> torch.Tensor | None:
+        if self.noise in ("shared", "per_campaign"):
+            s = self.slots["noise.logsd"]
+            return torch.exp(U[:, s.start : s.stop]).expand(U.shape[0], self.L)
+        if self.noise == "hierarchical":
+            # log σ_ℓ = m + s z_ℓ: variance components pooled, non-centred
+            m, v, z = (self._u(U, n) for n in ("noise.mean", "noise.logscale", "noise.z"))
+            return torch.exp(m + torch.exp(v) * z)
+        return None
+
     def unpack(self, U: torch.Tensor) -> dict[str, torch.Tensor]:
         """Constrained quantities and the log prior (with log-Jacobians) of ``U (W, n_dim)``.
 
@@ -268,152 +593,129 @@ class Model:
         ``disc_scale (W,)``, ``disc_ls (W, D)``, ``noise_sd (W, L)``, ``<name>.mean (W,)``,
         ``<name>.scale (W,)``, ``noise.mean``, ``noise.scale``.
         """
-        W = U.shape[0]
-        lp = torch.zeros(W, dtype=U.dtype, device=U.device)
-        out: dict[str, torch.Tensor] = {}
-        thetas = []
+        lp, theta, noise_sd = self._prior(U)
+        out: dict[str, torch.Tensor] = {"theta": theta, "log_prior": lp}
         for prm in self.parameters:
-            n = prm.name
-            if prm.pooling in ("complete", "none"):
-                u = self._u(U, n)  # (W, 1) or (W, L)
-                th, logdet = prm.to_constrained(u)
-                lp = lp + (prm.log_prior(th) + logdet).sum(dim=1)
-                thetas.append(th.expand(W, self.L))
-            else:
-                # non-centred: g(θ_ℓ) = μ + τ z_ℓ (Papaspiliopoulos et al. 2007; Betancourt &
-                # Girolami 2015); τ = exp(v) contributes the Jacobian v
-                mu = self._u(U, f"{n}.mean")[:, 0]
-                v = self._u(U, f"{n}.logscale")[:, 0]
-                z = self._u(U, f"{n}.z")
-                tau = torch.exp(v)
-                hp = self.hyperpriors[n]
-                lp = lp + hp["mean"].log_prob(mu) + hp["scale"].log_prob(tau) + v
-                lp = lp + _std_normal_logpdf(z).sum(dim=1)
-                th, _ = prm.to_constrained(mu[:, None] + tau[:, None] * z)
-                out[f"{n}.mean"], out[f"{n}.scale"] = mu, tau
-                thetas.append(th)
-        out["theta"] = torch.stack(thetas, dim=-1)  # (W, L, q)
+            if prm.pooling == "partial":
+                n = prm.name
+                out[f"{n}.mean"] = self._u(U, f"{n}.mean")[:, 0]
+                out[f"{n}.scale"] = torch.exp(self._u(U, f"{n}.logscale")[:, 0])
         if self.discrepancy.active:
-            v = self._u(U, "discrepancy.logscale")[:, 0]
-            s = torch.exp(v)
-            lp = lp + self.disc_scale_prior.log_prob(s) + v
-            vl = self._u(U, "discrepancy.loglengthscale")
-            ls = torch.exp(vl)
-            for d, pr in enumerate(self.disc_ls_priors):
-                lp = lp + pr.log_prob(ls[:, d]) + vl[:, d]
-            out["disc_scale"], out["disc_ls"] = s, ls
-        if self.noise in ("shared", "per_campaign"):
-            v = self._u(U, "noise.logsd")
-            sd = torch.exp(v)
-            lp = lp + (self.noise_prior.log_prob(sd) + v).sum(dim=1)
-            out["noise_sd"] = sd.expand(W, self.L)
-        elif self.noise == "hierarchical":
-            # log σ_ℓ = m + s z_ℓ: variance components pooled, non-centred
-            mn = self._u(U, "noise.mean")[:, 0]
-            v = self._u(U, "noise.logscale")[:, 0]
-            z = self._u(U, "noise.z")
-            s = torch.exp(v)
-            hp = self.hyperpriors["noise"]
-            lp = lp + hp["mean"].log_prob(mn) + hp["scale"].log_prob(s) + v
-            lp = lp + _std_normal_logpdf(z).sum(dim=1)
-            out["noise_sd"] = torch.exp(mn[:, None] + s[:, None] * z)
-            out["noise.mean"], out["noise.scale"] = mn, s
-        out["log_prior"] = lp
+            out["disc_scale"] = torch.exp(self._u(U, "discrepancy.logscale")[:, 0])
+            out["disc_ls"] = torch.exp(self._u(U, "discrepancy.loglengthscale"))
+        if noise_sd is not None:
+            out["noise_sd"] = noise_sd
+        if self.noise == "hierarchical":
+            out["noise.mean"] = self._u(U, "noise.mean")[:, 0]
+            out["noise.scale"] = torch.exp(self._u(U, "noise.logscale")[:, 0])
         return out
 
     # -------------------------------------------------------------------- likelihood pieces
-    def forward_rows(self, theta: torch.Tensor):
-        """Forward model at every observation row: θ ``(W, L, q)`` -> mean ``(W, n_rows, m)``,
-        covariance ``(W, m, n_rows, n_rows)`` or None, failed ``(W,)``."""
-        return self.forward(self.X_rows, theta[:, self._t_row_campaign, :])
+    def _forward(self, theta: torch.Tensor):
+        """Forward mean and covariance at every observation row (an emulator: of the
+        observed outputs only), and the failed mask (None in emulator mode: checked only
+        when a value is not finite)."""
+        W, L = theta.shape[0], self.L
+        if self.forward.emulator:
+            n = self._t_emu_x.shape[0]
+            th = theta.expand(W, n, self.q) if L == 1 else theta[:, self._t_row_campaign]
+            mean, cov = self.forward.predict(self._t_emu_x, th, self._emu_outputs)
+            return mean, cov, None
+        n = self.X_rows.shape[0]
+        th = theta.expand(W, n, self.q) if L == 1 else theta[:, self._t_row_campaign]
+        return self.forward(self.X_rows, th)
 
-    def block_covariance(
-        self, parts: dict[str, torch.Tensor], emu_cov: torch.Tensor | None
+    def _residuals(self, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``y − η`` per block, ``(W, B, Nmax)``, zero at pads."""
+        W = mean.shape[0]
+        r = self._t_y_blk - mean.reshape(W, -1).index_select(1, index)
+        if self._has_pads:
+            r = r.masked_fill(self._t_pad_flat, 0.0)
+        return r.view(W, self.B, self.Nmax)
+
+    def _noise_diag(self, noise_sd: torch.Tensor) -> torch.Tensor:
+        """Noise variances, jitter and 1 at pads on the diagonal, ``(W, B, Nmax)``."""
+        var = (noise_sd * noise_sd)[:, self._t_blk_campaign]
+        if self._has_pads:
+            return torch.addcmul(self._t_diag_base, var, self._t_livef)
+        return var + self._t_diag_base
+
+    def _covariance(
+        self,
+        U: torch.Tensor,
+        noise_sd: torch.Tensor | None,
+        emu_cov: torch.Tensor | None,
+        emu_index: torch.Tensor | None,
     ) -> torch.Tensor:
-        """``C (W, B, Nmax, Nmax)`` of eq. 6 for the walkers' hyperparameters."""
-        diag = self._diag_var(parts)  # (W, B, Nmax): noise, jitter, 1 at pads
-        W = diag.shape[0]
+        """``C (W, B, Nmax, Nmax)`` of eq. 6 for the walkers' hyperparameters.
+
+        ``emu_cov`` is the emulator's covariance and ``emu_index`` the flat positions of
+        its entries ``cov[j_a, i_a, i_b]`` for the blocks' pairs (its layout's gather).
+        Without gradients, the sums are formed in place in the kernel's fresh output.
+        """
+        W = U.shape[0]
         inplace = not torch.is_grad_enabled()
-        if self.discrepancy.active:
-            C = kernel_from_sq(
-                self.discrepancy.kernel, self._t_dsq, parts["disc_scale"], parts["disc_ls"]
-            )
+        C = None
+        if self._kernel is not None:
+            C = self._kernel(U[:, self._sl_disc_scale], U[:, self._sl_disc_ls])
             if self._t_dmask is not None:
                 C = C.mul_(self._t_dmask) if inplace else C * self._t_dmask
-        else:
-            C = torch.zeros(W, self.B, self.Nmax, self.Nmax, dtype=diag.dtype)
         if emu_cov is not None:
-            C = C + self._emulator_block(emu_cov)
+            Ce = emu_cov.reshape(W, -1).index_select(1, emu_index).view(W, self.B, self.Nmax, -1)
+            if C is None:
+                C = Ce * self._t_emu_mask
+            elif inplace:
+                C.addcmul_(Ce, self._t_emu_mask)
+            else:
+                C = torch.addcmul(C, Ce, self._t_emu_mask)
+        if C is None:  # neither δ nor an emulator (predictions in direct mode)
+            C = torch.zeros(W, self.B, self.Nmax, self.Nmax, dtype=DTYPE)
+        if noise_sd is None:  # known noise: a constant diagonal
+            return C.add_(self._t_diag_matrix) if inplace else C + self._t_diag_matrix
+        diag = self._noise_diag(noise_sd)
         if inplace:
             C.diagonal(dim1=-2, dim2=-1).add_(diag)
             return C
         return C + torch.diag_embed(diag)
 
-    def _emulator_block(self, cov: torch.Tensor) -> torch.Tensor:
-        """Emulator covariance between observed entries: cov[j_a, i_a, i_b]·[j_a = j_b]."""
-        rows = torch.as_tensor(self.obs_row[self.block_idx])  # (B, Nmax)
-        cols = torch.as_tensor(self.obs_col[self.block_idx])
-        Ce = cov[:, cols[:, :, None], rows[:, :, None], rows[:, None, :]]  # (W, B, Nmax, Nmax)
-        same = (
-            (cols[:, :, None] == cols[:, None, :])
-            & ~self._t_pad[:, :, None]
-            & ~self._t_pad[:, None, :]
-        )
-        return Ce * same.to(Ce.dtype)
+    def _gaussian(
+        self, C: torch.Tensor, r: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Eq. 7 by one batched Cholesky: log-likelihood (W,) and the failed walkers or None."""
+        if torch.is_grad_enabled() and (C.requires_grad or r.requires_grad):
+            ll, bad = _GaussianLogLik.apply(C, r, self.N)
+            return ll, (bad if bad.any() else None)
+        ll, bad, _ = _gaussian_loglik(C, r, self.N)
+        return ll, bad
 
-    def residuals(self, mean_rows: torch.Tensor) -> torch.Tensor:
-        """``y − η`` per block, ``(W, B, Nmax)``, zero at pads."""
-        W = mean_rows.shape[0]
-        mean_obs = mean_rows.reshape(W, -1)[:, self._t_obs_flat]  # (W, N)
-        r = (self._t_y - mean_obs)[:, self._t_idx]
-        return r.masked_fill(self._t_pad, 0.0)
+    def _cholesky(self, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Batched Cholesky with one retry (:func:`_cholesky_retry`); the failed walkers."""
+        Lc, bad, _ = _cholesky_retry(C)
+        return Lc, bad
 
-    def log_likelihood_parts(
-        self, parts: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Marginal log-likelihood with δ integrated out (eq. 7), and the failed mask."""
-        mean, emu_cov, failed = self.forward_rows(parts["theta"])
-        r = self.residuals(mean)
-        if not self.discrepancy.active and emu_cov is None:
-            # diagonal covariance: no Cholesky needed
-            C_diag = self._diag_var(parts)
-            quad = (r * r / C_diag).sum(dim=(1, 2))
-            logdet = torch.log(C_diag).sum(dim=(1, 2))
-        else:
-            C = self.block_covariance(parts, emu_cov)
-            Lc, bad = self._cholesky(C)
-            failed = failed | bad
-            v = torch.linalg.solve_triangular(Lc, r.unsqueeze(-1), upper=False).squeeze(-1)
-            quad = (v * v).sum(dim=(1, 2))
-            logdet = 2.0 * torch.log(torch.diagonal(Lc, dim1=-2, dim2=-1)).sum(dim=(1, 2))
-        ll = -0.5 * (quad + logdet + self.N * _LOG_2PI)
-        return ll, failed
-
-    def _diag_var(self, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-        W = parts["theta"].shape[0]
-        diag = self._t_padf.expand(W, -1, -1) + self.jitter
-        if self.noise == "known":
-            return diag + self._t_known_var
-        sd = parts["noise_sd"]
-        camp = self._t_obs_campaign[self._t_idx]
-        return diag + (sd * sd)[:, camp] * (1.0 - self._t_padf)
-
-    def _cholesky(self, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batched Cholesky; a failed factorization is retried with 1e-6·mean(diag) added,
-        then marks the walker failed (its log-posterior becomes −inf)."""
-        Lc, info = torch.linalg.cholesky_ex(C)
-        bad = info != 0  # (W, B)
-        if bad.any():
-            scale = torch.diagonal(C, dim1=-2, dim2=-1).mean(dim=-1)  # (W, B)
-            eye = torch.eye(C.shape[-1], dtype=C.dtype, device=C.device)
-            C2 = C + (1e-6 * scale * bad)[..., None, None] * eye
-            Lc, info = torch.linalg.cholesky_ex(C2)
-            bad = info != 0
-        bad_w = bad.any(dim=1)
-        if bad_w.any():
-            eye = torch.eye(C.shape[-1], dtype=C.dtype, device=C.device)
-            Lc = torch.where(bad[..., None, None], eye.expand_as(Lc), Lc)
-        return Lc, bad_w
+    def _log_likelihood(
+        self, U: torch.Tensor, theta: torch.Tensor, noise_sd: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Eq. 7 (δ and the emulator's error integrated out): ll (W,), the forward mean at
+        the evaluated entries and the failed walkers, or None when none failed. An
+        emulator's mean is not checked here (see :meth:`log_posterior`)."""
+        mean, emu_cov, failed = self._forward(theta)
+        r = self._residuals(mean, self._t_res_idx)
+        if self._diagonal:
+            # no δ, no emulator: the covariance is diagonal, no factorization
+            var = (
+                self._t_diag_base.expand(r.shape)
+                if noise_sd is None
+                else self._noise_diag(noise_sd)
+            )
+            quad = (r * r / var).sum(dim=(1, 2))
+            logdet = torch.log(var).sum(dim=(1, 2))
+            return -0.5 * (quad + logdet + self.N * _LOG_2PI), mean, failed
+        C = self._covariance(U, noise_sd, emu_cov, self._t_emu_idx)
+        ll, bad = self._gaussian(C, r)
+        if bad is not None:
+            failed = bad if failed is None else failed | bad
+        return ll, mean, failed
 
     # -------------------------------------------------------------------- the posterior
     def log_posterior(self, U: torch.Tensor) -> torch.Tensor:
@@ -422,10 +724,18 @@ class Model:
         Walkers whose forward model fails, or whose covariance cannot be factorized, get
         ``-inf``; their count is kept in ``self.failures``.
         """
-        parts = self.unpack(U)
-        lp = parts["log_prior"]
+        lp, theta, noise_sd = self._prior(U)
+        ll, mean, failed = self._log_likelihood(U, theta, noise_sd)
+        total = lp + ll
+        if (failed is None or not failed.any()) and torch.isfinite(total).all():
+            self.failures = 0
+            return total
+        # some value is not finite: the forward model failed (non-finite mean), the
+        # factorization failed, or the prior is zero; eq. 8's rules, walker by walker
+        if self.forward.emulator:  # the emulator's mean at the entries it was asked for
+            bad_mean = ~torch.isfinite(mean).flatten(1).all(dim=1)
+            failed = bad_mean if failed is None else failed | bad_mean
         ok = torch.isfinite(lp)
-        ll, failed = self.log_likelihood_parts(parts)
         self.failures = int((failed & ok).sum())
         ll = torch.where(failed | ~torch.isfinite(ll), torch.full_like(ll, -math.inf), ll)
         return torch.where(ok, lp + ll, torch.full_like(lp, -math.inf))
@@ -492,10 +802,10 @@ class Model:
         )
         mean_all, cov_all, failed = self.forward(np.concatenate([self.X_rows, X_new]), Theta)
         emu_obs = None if cov_all is None else cov_all[..., :n_rows, :n_rows]
-        r = self.residuals(mean_all[:, :n_rows])
-        C = self.block_covariance(parts, emu_obs)
+        r = self._residuals(mean_all[:, :n_rows], self._t_res_full)
+        C = self._covariance(U, parts.get("noise_sd"), emu_obs, self._t_emu_idx_full)
         Lc, bad = self._cholesky(C)
-        failed = failed | bad
+        failed = failed if bad is None else failed | bad
 
         # the new entries (point i*, output j), row-major
         ii = np.repeat(np.arange(n_new), m)
@@ -570,7 +880,13 @@ class Model:
                 hp = self.hyperpriors[prm.name]
                 put(f"{prm.name}.mean", hp["mean"].sample(rng, n))
                 put(f"{prm.name}.logscale", np.log(np.maximum(hp["scale"].sample(rng, n), 1e-300)))
-                put(f"{prm.name}.z", rng.standard_normal((n, self.L)))
+                z = rng.standard_normal((n, self.L))
+                if prm.centered:
+                    s = self.slots
+                    mu = U[:, s[f"{prm.name}.mean"].start, None]
+                    tau = np.exp(U[:, s[f"{prm.name}.logscale"].start, None])
+                    z = mu + tau * z
+                put(f"{prm.name}.z", z)
             else:
                 k = 1 if prm.pooling == "complete" else self.L
                 put(prm.name, prm.to_unconstrained(_truncated_draws(prm, rng, (n, k))))

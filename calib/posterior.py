@@ -377,10 +377,20 @@ class Posterior:
         more = len(self._worst()) - len(worst)
         more_s = f" and {more} more" if more > 0 else ""
         n, budget = self.chain.shape[0], self.info.get("n_steps_budget", self.chain.shape[0])
+        pooled = {p.name: p for p in self.model.parameters if p.pooling == "partial"}
+        slow = [r["name"].split(".")[0] for r in self._worst() if r["name"].split(".")[0] in pooled]
+        hint = ""
+        if slow:
+            name = slow[0]
+            flip = not pooled[name].centered
+            hint = (
+                f"the population of '{name}' mixes slowly: try Parameter('{name}', ..., "
+                f"centered={flip}) ({'centred suits campaigns that each pin ' + name + ' well' if flip else 'non-centred suits campaigns with few or noisy observations'}); "
+            )
         warnings.warn(
             f"the posterior has not converged after {n} of {budget} steps: {names}{more_s} "
             f"miss R̂ < {t_rhat} or bulk ESS ≥ {t_ess:.0f} (walkers as chains). Do not use "
-            f"these draws as they are. Try: continuing the run (archive=..., resume=True with "
+            f"these draws as they are. Try: {hint}continuing the run (archive=..., resume=True with "
             f"a larger n_steps), more walkers (n_walkers=), a longer warmup=; a δ that absorbs "
             f"what θ should explain shows as a slow θ and δ scale: tighten the discrepancy's "
             f"scale or length-scale priors; see post.diagnostics().",

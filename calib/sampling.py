@@ -185,6 +185,7 @@ def run_sampler(
     resume: Checkpoint | None = None,
     warmup: int | None = None,
     max_leapfrog: int = 100,
+    target_accept: float = 0.8,
     target_ess: float = 400.0,
     target_rhat: float = 1.01,
     time_budget: float | None = None,
@@ -239,6 +240,9 @@ def run_sampler(
         ``min(200, n_steps // 2)``.
     max_leapfrog : int
         Most leapfrog steps per iteration of the gradient move.
+    target_accept : float
+        Mean acceptance probability the gradient move's step size is adapted to; raise it
+        (0.9–0.99) when divergences are reported.
     target_ess, target_rhat : float
         The convergence targets of the stopping rule and the verdict.
     time_budget : float, optional
@@ -273,6 +277,8 @@ def run_sampler(
         # (into an archive a short first run may stop inside the warm-up and be resumed)
         raise ValueError(f"warmup must be smaller than n_steps = {n_steps}, got {warmup}")
     _check_int(max_leapfrog, "max_leapfrog", 1)
+    if not (isinstance(target_accept, (int, float)) and 0 < target_accept < 1):
+        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
     if check_every is None:
         check_every = 50 if hmc else 500
     _check_int(check_every, "check_every", 1)
@@ -309,6 +315,7 @@ def run_sampler(
         checkpoint_every=int(checkpoint_every),
         warmup=int(warmup),
         max_leapfrog=int(max_leapfrog),
+        target_accept=float(target_accept),
         target_ess=float(target_ess),
         target_rhat=float(target_rhat),
         time_budget=time_budget,
@@ -343,6 +350,7 @@ class _Settings:
     checkpoint_every: int
     warmup: int
     max_leapfrog: int
+    target_accept: float
     target_ess: float
     target_rhat: float
     time_budget: float | None
@@ -422,7 +430,13 @@ def _sampler(
             counter["calls"] += U.shape[0]
             return out
 
-        move = ChEESMove(counted, model.n_dim, n_warmup=run.warmup, max_leapfrog=run.max_leapfrog)
+        move = ChEESMove(
+            counted,
+            model.n_dim,
+            n_warmup=run.warmup,
+            max_leapfrog=run.max_leapfrog,
+            target_accept=run.target_accept,
+        )
         if move_state is not None:
             move.load_state_dict(move_state)
         moves = move

@@ -21,6 +21,7 @@ training runs), added independently at each point. The covariance *between* outp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -130,16 +131,13 @@ class BasisGPEmulator:
         self._mu, self._scale, self._phi = mu, scale, Phi
         self._explained = frac[:K]
         self.n_inputs, self.n_outputs, self.n_components = X.shape[1], m, K
-        self._to_torch()
+        self._reset_selections()
         self._fitted = True
         return self
 
-    def _to_torch(self) -> None:
-        dev = self.gp_.device
-        self._t_mu = torch.as_tensor(self._mu, device=dev)
-        self._t_phi = torch.as_tensor(self._phi, device=dev)
-        self._t_phi2 = self._t_phi**2
-        self._t_trunc = torch.as_tensor(self._trunc, device=dev)
+    def _reset_selections(self) -> None:
+        """Forget the basis rows cached per selection of outputs (after fitting or loading)."""
+        self._selections: dict[tuple[int, ...] | None, _Selection] = {}
 
     @property
     def basis(self) -> np.ndarray:
@@ -185,33 +183,52 @@ class BasisGPEmulator:
             cov *= s2
         return Prediction(mean=mean, var=var, cov=cov)
 
-    def predict_torch(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_torch(
+        self, inputs: torch.Tensor, outputs: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batched, differentiable prediction (see the module docstring for the form).
 
         Parameters
         ----------
         inputs : Tensor of shape (W, n, d) or (n, d)
+        outputs : sequence of int, optional
+            Map the weights onto these outputs only (their rows of the basis), in this
+            order. Every component GP is evaluated either way. Default: all.
 
         Returns
         -------
-        mean : Tensor of shape (W, n, m) or (n, m)
-        cov : Tensor of shape (W, m, n, n) or (m, n, n)
-            Per output; cross-output covariance dropped; truncation variance added on
-            the diagonal.
+        mean : Tensor of shape (W, n, k) or (n, k)
+        cov : Tensor of shape (W, k, n, n) or (k, n, n)
+            ``k`` = ``len(outputs)``, or ``m``. Per output; cross-output covariance
+            dropped; truncation variance added on the diagonal.
         """
         self._check_fitted()
-        wm, wc = self.gp_.predict_torch(inputs)  # (..., n, K), (..., K, n, n)
-        out_dev = wm.device
-        dev = self._t_phi.device
-        wm, wc = wm.to(dev), wc.to(dev)
-        s = self._scale
-        mean = self._t_mu + s * (wm @ self._t_phi.T)
+        gp = self.gp_
+        x, squeeze = gp._torch_inputs(inputs)
+        sel = self._selection(outputs)
+        wm, wc = gp._predict(x, gp._selection(None))  # (W, n, K), (W, K, n, n)
+        mean = sel.mu + self._scale * (wm @ sel.phi_t)  # (W, n, k)
         n = wc.shape[-1]
         # Σ_k φ_jk² C_k as one matmul over the flattened (n, n) blocks
-        cov = (self._t_phi2 @ wc.flatten(-2)).unflatten(-1, (n, n))
-        eye = torch.eye(n, dtype=cov.dtype, device=dev)
-        cov = (s * s) * (cov + self._t_trunc[:, None, None] * eye)
-        return mean.to(out_dev), cov.to(out_dev)
+        cov = (sel.phi2 @ wc.flatten(-2)).unflatten(-1, (n, n))
+        cov = (self._scale * self._scale) * (cov + sel.trunc_eye(n))
+        if squeeze:
+            mean, cov = mean[0], cov[0]
+        return mean.to(inputs.device), cov.to(inputs.device)
+
+    def _selection(self, outputs: Sequence[int] | None) -> _Selection:
+        key = None if outputs is None else tuple(int(j) for j in outputs)
+        sel = self._selections.get(key)
+        if sel is None:
+            m = self.n_outputs
+            if key is not None and (not key or min(key) < 0 or max(key) >= m):
+                raise ValueError(
+                    f"outputs: expected indices in [0, {m}), at least one, got {list(key)}"
+                )
+            if len(self._selections) >= 16:
+                self._selections.clear()
+            sel = self._selections[key] = _Selection(self, key)
+        return sel
 
     def loo(self) -> tuple[np.ndarray, np.ndarray]:
         """Closed-form leave-one-out of the weights mapped through the basis.
@@ -277,7 +294,7 @@ class BasisGPEmulator:
         em._explained = np.asarray(state["explained"], dtype=np.float64)
         em.n_inputs, em.n_outputs = em._train_x.shape[1], em._train_y.shape[1]
         em.n_components = em._phi.shape[1]
-        em._to_torch()
+        em._reset_selections()
         em._fitted = True
         return em
 
@@ -288,3 +305,28 @@ class BasisGPEmulator:
             else ""
         )
         return f"BasisGPEmulator(explained_variance={self.explained_variance}{extra})"
+
+
+class _Selection:
+    """The basis rows of some outputs, on the emulator's device."""
+
+    def __init__(self, em: BasisGPEmulator, key: tuple[int, ...] | None):
+        dev = em.gp_.device
+        rows = slice(None) if key is None else list(key)
+        phi = torch.as_tensor(em._phi[rows], device=dev)  # (k, K)
+        self.k = phi.shape[0]
+        self.mu = torch.as_tensor(em._mu[rows], device=dev)
+        self.phi_t = phi.T
+        self.phi2 = phi**2
+        self._trunc = torch.as_tensor(em._trunc[rows], device=dev)  # (k,)
+        self._eyes: dict[int, torch.Tensor] = {}
+
+    def trunc_eye(self, n: int) -> torch.Tensor:
+        """``t_j I_n`` as ``(k, n, n)``."""
+        e = self._eyes.get(n)
+        if e is None:
+            if len(self._eyes) >= 8:
+                self._eyes.clear()
+            eye = torch.eye(n, dtype=torch.float64, device=self._trunc.device)
+            e = self._eyes[n] = self._trunc[:, None, None] * eye
+        return e

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import gpytorch
@@ -353,18 +354,102 @@ def kernel_matrix(
     # small inputs, not the result; −2 a·b, ||a||² and ||b||² are added in place to the
     # fresh matmul output (autograd needs none of the overwritten values); the signal
     # variance enters the exponent as its log, so it costs no extra multiplication.
-    c = _SQRT5 if kernel == "matern52" else math.sqrt(0.5)
+    c = _kernel_constant(kernel)
     a, b = z1 * c, z2 * c
     r2 = (a * -2.0) @ b.transpose(-1, -2)
     r2 = r2.add_(a.pow(2).sum(-1, keepdim=True)).add_(b.pow(2).sum(-1).unsqueeze(-2))
-    log_os = torch.log(outputscale)[..., None, None]
+    return _kernel_from_r2(r2, kernel, torch.log(outputscale)[..., None, None])
+
+
+def _kernel_constant(kernel: str) -> float:
+    """The factor on length-scale-divided inputs that makes r² the kernel's exponent."""
+    return _SQRT5 if kernel == "matern52" else math.sqrt(0.5)
+
+
+def _kernel_from_r2(r2: torch.Tensor, kernel: str, log_os: torch.Tensor) -> torch.Tensor:
+    """Kernel values from squared distances of inputs scaled by :func:`_kernel_constant`.
+
+    Without gradients ``r2`` is overwritten: the same arithmetic in two fresh buffers of
+    the ``(·, N, W·n)`` size instead of seven. With gradients, Matérn's backward pass is
+    its closed form (:class:`_Matern52`).
+    """
+    if not torch.is_grad_enabled():
+        if kernel == "rbf":
+            return r2.clamp_min_(0.0).neg_().add_(log_os).exp_()
+        t = r2.clamp_min_(1e-300).sqrt_()
+        poly = (t + 1.0).addcmul_(t, t, value=1.0 / 3.0)
+        return poly.mul_(t.neg_().add_(log_os).exp_())  # log_os − t as −t + log_os: exact
     if kernel == "rbf":
         # exp(−r²/2) with r² already halved by the scaling; clamped against rounding
         return torch.exp(log_os - r2.clamp_min(0.0))
-    # Matérn ν = 5/2 (R&W eq. 4.17) with t = √5 r: (1 + t + t²/3) exp(−t). The clamp at
-    # 1e-300 (not 0) keeps sqrt's gradient finite at t = 0, where dk/dt = 0 anyway.
-    t = torch.sqrt(r2.clamp_min(1e-300))
-    return torch.addcmul(t + 1.0, t, t, value=1.0 / 3.0) * torch.exp(log_os - t)
+    return _Matern52.apply(r2, log_os)
+
+
+class _Matern52(torch.autograd.Function):
+    """Matérn ν = 5/2 (R&W eq. 4.17) from r² scaled by 5, with its derivative in closed form.
+
+    With t = √5 r = √r²: k = σ² (1 + t + t²/3) e^(−t) and dk/dr² = −σ² e^(−t) (1 + t) / 6,
+    finite at t = 0 (dk/dt = 0 there). r² is clamped at 1e-300 (not 0) so that t is
+    defined; the derivative is 0 below the clamp, as the clamp's. The backward pass is four
+    elementwise products over the (·, N, W·n) values instead of autograd's chain through
+    sqrt, exp and the polynomial; the values are those of the plain formula, bit for bit.
+    """
+
+    @staticmethod
+    def forward(ctx, r2: torch.Tensor, log_os: torch.Tensor) -> torch.Tensor:
+        t = torch.sqrt(r2.clamp_min(1e-300))
+        e = torch.exp(log_os - t)
+        ctx.save_for_backward(t, e, r2 >= 1e-300)
+        return torch.addcmul(t + 1.0, t, t, value=1.0 / 3.0) * e
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        t, e, inside = ctx.saved_tensors
+        d = (t + 1.0).mul_(e).mul_(grad).mul_(-1.0 / 6.0)
+        return d.masked_fill_(~inside, 0.0), None
+
+
+class _Gram(torch.autograd.Function):
+    """``VᵀV`` per batch, with the backward pass ``V (G + Gᵀ)`` as one batched product."""
+
+    @staticmethod
+    def forward(ctx, V: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(V)
+        return V.transpose(-1, -2) @ V
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (V,) = ctx.saved_tensors
+        return V @ (grad + grad.transpose(-1, -2))
+
+
+class _Selection:
+    """The fitted tensors of some outputs, arranged for :meth:`GPEmulator._predict`.
+
+    Built once per selection of outputs (the likelihood asks for the same observed outputs
+    at every call), so that a prediction neither indexes the fitted state nor recomputes
+    the training side of the kernel (``a = z·c``, ``−2a``, ``‖a‖²`` of kernel_matrix).
+    """
+
+    def __init__(self, em: GPEmulator, idx: list[int] | None):
+        sl = slice(None) if idx is None else torch.as_tensor(idx, device=em.device)
+        c = _kernel_constant(em.kernel)
+        self.k = em.n_outputs if idx is None else len(idx)
+        a = em._zt[sl] * c  # (k, N, d): training inputs as kernel_matrix scales them
+        self.a_m2 = a * -2.0
+        self.a_sq = a.pow(2).sum(-1, keepdim=True)  # (k, N, 1)
+        self.ls = em._ls[sl][:, None, :]  # (k, 1, d)
+        self.log_os = torch.log(em._os[sl])[:, None, None]  # (k, 1, 1)
+        self.log_os_w = torch.log(em._os[sl][:, None])[..., None, None]  # (k, 1, 1, 1)
+        self.mc = em._mc[sl][:, None]  # (k, 1)
+        self.mw = None if em.mean == "constant" else em._mw[sl]  # (k, d)
+        self.alpha = em._alpha[sl].unsqueeze(-2)  # (k, 1, N)
+        self.L = em._L[sl]
+        small = em._L.shape[-1] < 500  # where _finalize cached L⁻¹ (see _predict)
+        self.linv = em._Linv[sl] if small else None
+        self.ymean = em._t_ymean[sl][:, None]
+        self.yscale = em._t_yscale[sl][:, None]
+        self.yvar = (em._t_yscale[sl] ** 2)[:, None, None]
 
 
 class GPEmulator:
@@ -758,6 +843,7 @@ class GPEmulator:
             self._t_span = torch.as_tensor(self._upper - self._lower, device=self.device)
             self._t_ymean = torch.as_tensor(self._y_mean, device=self.device)
             self._t_yscale = torch.as_tensor(self._y_scale, device=self.device)
+            self._selections: dict[tuple[int, ...] | None, _Selection] = {}
         self._fitted = True
 
     def _mean_fn(self, u: torch.Tensor) -> torch.Tensor:
@@ -824,7 +910,9 @@ class GPEmulator:
             cov = cov.cpu().numpy() * (scale**2)[:, None, None]
         return Prediction(mean=mean, var=var, cov=cov)
 
-    def predict_torch(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_torch(
+        self, inputs: torch.Tensor, outputs: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batched, differentiable latent prediction from the cached factors.
 
         Plain torch with the training Cholesky factor ``L`` and ``α`` cached at fit time;
@@ -836,12 +924,24 @@ class GPEmulator:
         inputs : Tensor of shape (W, n, d) or (n, d)
             float64; walkers × points × (p + q) inputs. Computed on the emulator's
             device; the results are returned on the device of ``inputs``.
+        outputs : sequence of int, optional
+            Predict only these outputs (indices into the ``m`` outputs), in this order:
+            the other outputs' GPs are not evaluated. Default: all.
 
         Returns
         -------
-        mean : Tensor of shape (W, n, m) or (n, m)
-        cov : Tensor of shape (W, m, n, n) or (m, n, n)
+        mean : Tensor of shape (W, n, k) or (n, k)
+        cov : Tensor of shape (W, k, n, n) or (k, n, n)
+            ``k`` = ``len(outputs)``, or ``m``.
         """
+        x, squeeze = self._torch_inputs(inputs)
+        mean, cov = self._predict(x, self._selection(outputs))
+        if squeeze:
+            mean, cov = mean[0], cov[0]
+        return mean.to(inputs.device), cov.to(inputs.device)
+
+    def _torch_inputs(self, inputs: Any) -> tuple[torch.Tensor, bool]:
+        """``inputs`` checked, as float64 ``(W, n, d)`` on the emulator's device."""
         self._check_fitted()
         if not isinstance(inputs, torch.Tensor):
             raise TypeError(f"inputs: expected a torch.Tensor, got {type(inputs).__name__}")
@@ -850,36 +950,62 @@ class GPEmulator:
                 f"inputs: expected shape (W, n, {self.n_inputs}) or (n, {self.n_inputs}), "
                 f"got {tuple(inputs.shape)}"
             )
-        out_dev = inputs.device
         x = inputs.to(device=self.device, dtype=torch.float64)
         squeeze = x.ndim == 2
-        if squeeze:
-            x = x.unsqueeze(0)
+        return (x.unsqueeze(0) if squeeze else x), squeeze
+
+    def _selection(self, outputs: Sequence[int] | None) -> _Selection:
+        """The cached :class:`_Selection` of ``outputs`` (``None``: all), checked once."""
+        key = None if outputs is None else tuple(int(j) for j in outputs)
+        sel = self._selections.get(key)
+        if sel is None:
+            if key is not None and (not key or min(key) < 0 or max(key) >= self.n_outputs):
+                raise ValueError(
+                    f"outputs: expected indices in [0, {self.n_outputs}), at least one, "
+                    f"got {list(key)}"
+                )
+            if len(self._selections) >= 16:
+                self._selections.clear()
+            sel = self._selections[key] = _Selection(self, None if key is None else list(key))
+        return sel
+
+    def _predict(self, x: torch.Tensor, sel: _Selection) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``(W, n, k)`` and covariance ``(W, k, n, n)`` of the selected outputs.
+
+        R&W eqs. 2.25–2.26 at inputs ``x (W, n, d)``, in original output units. All
+        walkers' points side by side, ``(k, N, W·n)``: the cross-covariance, the mean and
+        ``V = L⁻¹ k(X, X*)`` are one large GEMM per output instead of W small ones; of the
+        covariance only each walker's own ``(n, n)`` block is formed. Each output's
+        arithmetic is the same whichever outputs are selected.
+        """
         W, n, d = x.shape
-        m, N = self.n_outputs, self._zt.shape[1]
+        k, N = sel.k, sel.a_m2.shape[1]
+        c = _kernel_constant(self.kernel)
         u = (x - self._t_lower) / self._t_span  # (W, n, d)
-        # All walkers' points side by side, (m, N, W·n): the cross-covariance, the mean and
-        # V = L⁻¹ k(X, X*) are then one large GEMM per output instead of W small ones.
-        zf = u.reshape(1, W * n, d) / self._ls[:, None, :]  # (m, W·n, d)
-        Kts = kernel_matrix(self._zt, zf, self.kernel, self._os)  # (m, N, W·n)
-        mean = self._mc[:, None] + self._mw @ u.reshape(W * n, d).T  # (m, W·n)
-        mean = mean + (self._alpha.unsqueeze(-2) @ Kts).squeeze(-2)
+        zf = u.reshape(1, W * n, d) / sel.ls  # (k, W·n, d)
+        # k(X, X*) as kernel_matrix(z_train, zf), its training side cached in sel
+        b = zf * c
+        b_sq = b.pow(2).sum(-1)  # (k, W·n)
+        r2 = (sel.a_m2 @ b.transpose(-1, -2)).add_(sel.a_sq).add_(b_sq.unsqueeze(-2))
+        Kts = _kernel_from_r2(r2, self.kernel, sel.log_os)  # (k, N, W·n)
+        mean = sel.mc if sel.mw is None else sel.mc + sel.mw @ u.reshape(W * n, d).T
+        mean = mean + (sel.alpha @ Kts).squeeze(-2)  # (k, W·n)
         # below ~500 runs the GEMM with the cached L⁻¹ beats the triangular solve
         # (3.0 vs 4.3 ms at N = 200); above, its doubled flops lose (73 vs 56 ms at 1000)
-        if N < 500:
-            V = self._Linv @ Kts
+        if sel.linv is not None:
+            V = sel.linv @ Kts
         else:
-            V = torch.linalg.solve_triangular(self._L, Kts, upper=False)
-        V = V.view(m, N, W, n).permute(0, 2, 1, 3)  # (m, W, N, n)
-        z = zf.view(m, W, n, d)
-        Kss = kernel_matrix(z, z, self.kernel, self._os[:, None])  # (m, W, n, n)
-        cov = (Kss - V.transpose(-1, -2) @ V).permute(1, 0, 2, 3)  # (W, m, n, n)
-        mean = mean * self._t_yscale[:, None] + self._t_ymean[:, None]  # (m, W·n)
-        mean = mean.view(m, W, n).permute(1, 2, 0)  # (W, n, m)
-        cov = cov * (self._t_yscale**2)[:, None, None]
-        if squeeze:
-            mean, cov = mean[0], cov[0]
-        return mean.to(out_dev), cov.to(out_dev)
+            V = torch.linalg.solve_triangular(sel.L, Kts, upper=False)
+        V = V.view(k, N, W, n).permute(0, 2, 1, 3).contiguous()  # (k, W, N, n)
+        # k(X*, X*) per walker: kernel_matrix(z, z) with z = zf as (k, W, n, d)
+        bw = b.view(k, W, n, d)
+        bw_sq = b_sq.view(k, W, n)
+        r2 = ((bw * -2.0) @ bw.transpose(-1, -2)).add_(bw_sq.unsqueeze(-1))
+        Kss = _kernel_from_r2(r2.add_(bw_sq.unsqueeze(-2)), self.kernel, sel.log_os_w)
+        VtV = _Gram.apply(V) if V.requires_grad else V.transpose(-1, -2) @ V
+        cov = (Kss - VtV).permute(1, 0, 2, 3)  # (W, k, n, n)
+        mean = mean * sel.yscale + sel.ymean  # (k, W·n)
+        return mean.view(k, W, n).permute(1, 2, 0), cov * sel.yvar
 
     # -------------------------------------------------------------- persistence
     def hyperparameters(self) -> dict[str, np.ndarray]:

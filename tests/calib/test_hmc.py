@@ -171,3 +171,25 @@ def test_bad_sampler_settings_are_refused_before_work():
         cal.sample(target_ess=0)
     with pytest.raises(ValueError, match="time_budget must be a positive number"):
         cal.sample(time_budget=-1)
+
+
+def test_warning_suggests_the_other_parameterization_of_a_slow_population():
+    rng = np.random.default_rng(3)
+    sim = FunctionSimulator(lambda X, T: T[:, :1], (), ("k",), ("y",), vectorized=True)
+    camps = [
+        Campaign(f"c{l}", x=None, y=1.0 + 0.3 * l + 0.05 * rng.standard_normal(20), noise_sd=0.05)
+        for l in range(4)
+    ]
+    cal = Calibrator(sim, [Parameter("k", prior=Normal(1, 1), pooling="partial")], camps)
+    with pytest.warns(ConvergenceWarning, match=r"centered=True"):
+        cal.sample(n_walkers=20, n_steps=40, seed=0)
+
+
+def test_centered_is_checked_and_round_trips():
+    with pytest.raises(TypeError, match="centered must be True or False, got 'yes'"):
+        Parameter("k", 0, 1, pooling="partial", centered="yes")
+    p = Parameter("k", 0, 1, pooling="partial", centered=True)
+    q = Parameter.from_dict(p.to_dict())
+    assert q.centered and "centered=True" in repr(q)
+    old = {k: v for k, v in p.to_dict().items() if k != "centered"}
+    assert not Parameter.from_dict(old).centered  # archives from before the option

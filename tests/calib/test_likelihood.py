@@ -38,7 +38,8 @@ def _problem(pooling, disc, noise, missing, n_out=1, coords=False, seed=0):
     params = [
         Parameter("a", 0.5, 3.0, pooling=pooling[0]),
         Parameter("b", prior=Normal(0.2, 0.7), pooling=pooling[1]),
-        Parameter("c", lower=0.0, prior=Gamma(2.0, 1.5), pooling=pooling[2]),
+        # c centred, a and b non-centred (the default): both forms, and a mix, are checked
+        Parameter("c", lower=0.0, prior=Gamma(2.0, 1.5), pooling=pooling[2], centered=True),
     ]
     camps = []
     for l, n in enumerate((5, 3, 4)):
@@ -103,9 +104,14 @@ def _reference(cal, sim, camps, u):
             hp = model.hyperpriors[prm.name]
             mu, v, z = u[pos], u[pos + 1], u[pos + 2 : pos + 2 + L]
             lp += hp["mean"].scipy().logpdf(mu) + hp["scale"].scipy().logpdf(math.exp(v)) + v
-            lp += stats.norm.logpdf(z).sum()
-            for l in range(L):
-                theta[l, j] = _constrain(prm, mu + math.exp(v) * z[l])[0]
+            if prm.centered:  # z holds u_ℓ = g(θ_ℓ) ~ N(μ, τ²)
+                lp += stats.norm.logpdf(z, mu, math.exp(v)).sum()
+                for l in range(L):
+                    theta[l, j] = _constrain(prm, z[l])[0]
+            else:  # z_ℓ ~ N(0, 1), g(θ_ℓ) = μ + τ z_ℓ
+                lp += stats.norm.logpdf(z).sum()
+                for l in range(L):
+                    theta[l, j] = _constrain(prm, mu + math.exp(v) * z[l])[0]
             pos += 2 + L
     disc = model.discrepancy
     if disc.active:

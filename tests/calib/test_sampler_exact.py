@@ -85,10 +85,11 @@ def test_conjugate_normal_complete_pooling(moves):
     _check(post, "theta", mn, sn, 3.0)
 
 
-def test_hierarchical_normal_against_2d_quadrature(moves):
-    rng = np.random.default_rng(1)
+def _hierarchy_against_quadrature(moves, sizes, data_seed, seed, centered):
+    """θ_ℓ ~ N(μ, τ²) partially pooled over campaigns of ``sizes`` observations, against 2-D
+    quadrature of (μ, τ)."""
+    rng = np.random.default_rng(data_seed)
     sigma = 1.0
-    sizes = (2, 3, 5, 8, 4)
     truth = 0.5 + 0.8 * rng.standard_normal(len(sizes))
     camps, ybar = [], []
     for l, n in enumerate(sizes):
@@ -100,12 +101,13 @@ def test_hierarchical_normal_against_2d_quadrature(moves):
     sim = FunctionSimulator(lambda X, T: T[:, :1], (), ("theta",), ("y",), vectorized=True)
     cal = Calibrator(
         sim,
-        [Parameter("theta", pooling="partial")],
+        [Parameter("theta", pooling="partial", centered=centered)],
         camps,
         noise="known",
         hyperpriors={"theta": {"mean": mu_prior, "scale": tau_prior}},
     )
-    post = _sample(cal, moves, 32, 6000, seed=5)
+    assert cal.labels[2] == ("theta.u[c0]" if centered else "theta.z[c0]")
+    post = _sample(cal, moves, 32, 6000, seed=seed)
     # exact: ȳ_ℓ | μ, τ ~ N(μ, τ² + σ²/n_ℓ), θ_ℓ integrated out in closed form
     mu = np.linspace(-6, 7, 801)
     tau = np.linspace(1e-6, 8, 1200)
@@ -118,6 +120,16 @@ def test_hierarchical_normal_against_2d_quadrature(moves):
     )
     _check(post, "theta.mean", *_moments(mu, logsumexp(logp, axis=1)))
     _check(post, "theta.scale", *_moments(tau, logsumexp(logp, axis=0)))
+
+
+def test_hierarchical_normal_against_2d_quadrature(moves):
+    _hierarchy_against_quadrature(moves, (2, 3, 5, 8, 4), data_seed=1, seed=5, centered=False)
+
+
+def test_centred_hierarchy_against_2d_quadrature(moves):
+    """Sampled centred (``centered=True``) on informative campaigns, where the centred form
+    is the efficient one."""
+    _hierarchy_against_quadrature(moves, (20, 30, 25, 40, 15), data_seed=6, seed=9, centered=True)
 
 
 def test_koh_rbf_discrepancy_against_3d_quadrature(moves):
