@@ -280,7 +280,8 @@ class Calibrator:
         n_walkers : int, optional
             Walkers; default ``max(32, 2·n_dim + 2)`` (32 for ``moves="hmc"``).
         n_steps : int, optional
-            Step budget; default 4000 (2000 iterations for ``moves="hmc"``).
+            Step budget (also accepted as ``max_steps``); default 4000 (2000 iterations for
+            ``moves="hmc"``). Sampling stops earlier once converged.
         seed : int, optional
             The same seed gives the same chain.
         progress : bool
@@ -311,6 +312,14 @@ class Calibrator:
         """
         from .sampling import resolve_budget, run_sampler
 
+        if "max_steps" in options:  # the budget's other name
+            max_steps = options.pop("max_steps")
+            if n_steps is not None and n_steps != max_steps:
+                raise ValueError(
+                    f"give n_steps or max_steps (the same budget), got n_steps={n_steps!r} "
+                    f"and max_steps={max_steps!r}"
+                )
+            n_steps = max_steps
         n_steps = resolve_budget(options.get("moves"), n_steps)
         if archive is not None:
             from .archive import sample_into

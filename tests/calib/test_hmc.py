@@ -171,6 +171,10 @@ def test_bad_sampler_settings_are_refused_before_work():
         cal.sample(target_ess=0)
     with pytest.raises(ValueError, match="time_budget must be a positive number"):
         cal.sample(time_budget=-1)
+    with pytest.raises(ValueError, match="give n_steps or max_steps"):
+        cal.sample(n_steps=100, max_steps=200)
+    with pytest.raises(ValueError, match="n_steps must be an integer ≥ 2, got 1"):
+        cal.sample(max_steps=1)
 
 
 def test_warning_suggests_the_other_parameterization_of_a_slow_population():
@@ -193,3 +197,20 @@ def test_centered_is_checked_and_round_trips():
     assert q.centered and "centered=True" in repr(q)
     old = {k: v for k, v in p.to_dict().items() if k != "centered"}
     assert not Parameter.from_dict(old).centered  # archives from before the option
+
+
+def test_time_budget_ends_the_run_at_a_check():
+    cal = _conjugate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        post = cal.sample(
+            n_walkers=8,
+            n_steps=100_000,
+            seed=2,
+            moves="hmc",
+            warmup=50,
+            time_budget=1e-3,
+            autocorr_stop=False,
+            check_every=20,
+        )
+    assert post.info.get("stopped_by_time_budget") and post.chain.shape[0] == 20
