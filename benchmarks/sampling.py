@@ -15,8 +15,8 @@ included; building the problem, e.g. fitting beam3's emulator, is not) and with
 the load than wall time; ``ratio_ess_per_cpu_s`` uses it). On the kept draws
 of every reported quantity (``Posterior._compute_quantities()``: θ per campaign, population
 mean and scale, δ hyperparameters, noise sds) the rank-normalized bulk ESS and R̂ of
-Vehtari et al. (2021) are computed, walkers taken as chains (``calib.diagnostics.ess_bulk``
-/ ``rhat`` where they exist, else ArviZ). Rows report the minimum ESS over quantities,
+Vehtari et al. (2021) are those of the verdict (``post.diagnostics()``, walkers taken as
+chains). Rows report the minimum ESS over quantities,
 min ESS per second, the maximum R̂, and for the default the log-posterior gradient
 evaluations when ``post.info`` counts them; ``ratio`` is default / reference min ESS per
 second of the same seed.
@@ -53,7 +53,6 @@ import emcee  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import calib.diagnostics as diagnostics  # noqa: E402
 from benchmarks.problems import PROBLEMS  # noqa: E402
 
 # steps of the reference run (the first half burn-in). quickstart: 10000 steps (at 6000 the
@@ -74,29 +73,6 @@ def reference_moves() -> list:
 def reference_walkers(d: int) -> int:
     n = max(32, 2 * d + 2)
     return n + n % 2
-
-
-# ---------------------------------------------------------------------- diagnostics
-def _ess_bulk(chain: np.ndarray) -> tuple[np.ndarray, str]:
-    """Bulk ESS per quantity of ``chain (n_steps, n_walkers, k)``, and its source."""
-    fn = getattr(diagnostics, "ess_bulk", None)
-    if fn is not None:
-        return np.asarray(fn(chain), dtype=float).reshape(-1), "calib.diagnostics.ess_bulk"
-    import arviz as az
-
-    out = [float(az.ess(chain[:, :, j].T, method="bulk")) for j in range(chain.shape[2])]
-    return np.array(out), f"arviz {az.__version__} ess(method='bulk')"
-
-
-def _rhat(chain: np.ndarray) -> tuple[np.ndarray, str]:
-    """Rank-normalized split R̂ per quantity of ``chain (n_steps, n_walkers, k)``."""
-    fn = getattr(diagnostics, "rhat", None)
-    if fn is not None:
-        return np.asarray(fn(chain), dtype=float).reshape(-1), "calib.diagnostics.rhat"
-    import arviz as az
-
-    out = [float(az.rhat(chain[:, :, j].T, method="rank")) for j in range(chain.shape[2])]
-    return np.array(out), f"arviz {az.__version__} rhat(method='rank')"
 
 
 def _info_int(info: dict, *keys: str) -> int | None:
@@ -138,18 +114,20 @@ def measure(cal, which: str, seed: int, n_steps: int | None) -> dict:
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     q = post._compute_quantities()
     names = list(q)
-    chain = np.stack([np.asarray(q[n], dtype=float) for n in names], axis=-1)  # (n, W, k)
-    ess, ess_src = _ess_bulk(chain)
-    rhat, rhat_src = _rhat(chain)
+    n_kept, n_walkers = next(iter(q.values())).shape
+    # the numbers of the verdict itself (computed once per posterior and cached)
+    diag = post.diagnostics()
+    ess = np.array([diag["ess_bulk"][n] for n in names])
+    rhat = np.array([diag["rhat"][n] for n in names])
     info = dict(getattr(post, "info", {}) or {})
     i_ess, i_rhat = int(np.nanargmin(ess)), int(np.nanargmax(rhat))
     row = {
         "sampler": which,
         "seed": seed,
         "n_dim": d,
-        "n_walkers": int(chain.shape[1]),
+        "n_walkers": int(n_walkers),
         "n_steps": int(post.chain.shape[0]),
-        "n_kept": int(chain.shape[0]),
+        "n_kept": int(n_kept),
         "n_steps_budget": info.get("n_steps_budget", n_steps),
         "stopped_early": info.get("stopped_early"),
         "moves": str(info.get("moves", ""))
@@ -165,8 +143,7 @@ def measure(cal, which: str, seed: int, n_steps: int | None) -> dict:
         "max_rhat_quantity": names[i_rhat],
         "acceptance_mean": float(np.mean(post.acceptance)),
         "ess_bulk": dict(zip(names, map(float, ess))),
-        "ess_source": ess_src,
-        "rhat_source": rhat_src,
+        "ess_source": "calib.diagnostics via Posterior.diagnostics()",
         "load_average_1min": os.getloadavg()[0],
     }
     n_grad = _info_int(info, "n_grad_evals", "n_gradient_evals", "grad_evals")

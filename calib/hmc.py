@@ -142,11 +142,11 @@ class ChEESMove(emcee.moves.Move):
             raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
         self.target_accept = float(target_accept)
         self.iteration = 0  # calls of propose so far
-        self.chol: list[list[float]] | None = None  # L of the metric Σ = L Lᵀ
+        self.chol: np.ndarray | None = None  # L of the metric Σ = L Lᵀ
         self.step_size = math.nan  # ε (set at the first call)
         self.trajectory = math.nan  # T, in the preconditioned coordinates
         self._reset_adaptation(window_start=0)
-        self._window_sum: list[list[float]] = _zeros(self.n_dim)
+        self._window_sum = np.zeros((self.n_dim, self.n_dim))
         self._window_n = 0
         self.n_grad_evals = 0
         self.n_divergent = 0
@@ -186,9 +186,14 @@ class ChEESMove(emcee.moves.Move):
         "n_divergent",
     )
 
+    _MATRICES = ("chol", "_window_sum")  # arrays here, nested lists in the state
+
     def state_dict(self) -> dict[str, Any]:
         """Settings and adapted state as JSON-able plain values (floats round-trip exactly)."""
-        out = {k.lstrip("_"): getattr(self, k) for k in self._FIELDS}
+        out = {}
+        for k in self._FIELDS:
+            v = getattr(self, k)
+            out[k.lstrip("_")] = v.tolist() if isinstance(v, np.ndarray) else v
         out["kind"] = "chees-hmc"
         out["frozen"] = self.frozen
         return out
@@ -198,7 +203,9 @@ class ChEESMove(emcee.moves.Move):
             raise ValueError(f"not a ChEES-HMC move state: kind={state.get('kind')!r}")
         for k in self._FIELDS:
             v = state[k.lstrip("_")]
-            setattr(self, k, [list(r) for r in v] if k in ("chol", "_window_sum") and v else v)
+            if k in self._MATRICES and v is not None:
+                v = np.array(v, dtype=float).reshape(self.n_dim, self.n_dim)
+            setattr(self, k, v)
         if self.chol is not None and len(self.chol) != self.n_dim:
             raise ValueError(
                 f"move state: the mass matrix has {len(self.chol)} rows, the model "
@@ -218,7 +225,7 @@ class ChEESMove(emcee.moves.Move):
         W, d = x0.shape
         if self.chol is None:
             self._init_from(x0)
-        L = np.asarray(self.chol)
+        L = self.chol
         if not self.frozen and self.iteration < self.n_warmup // 2:
             x0 = self._regroup(x0, np.asarray(state.log_prob, dtype=float), rng)
         lp0, g0 = self.value_and_grad(x0)
@@ -250,8 +257,8 @@ class ChEESMove(emcee.moves.Move):
         accept_prob = np.exp(np.minimum(dh, 0.0))
         accepted = np.log(rng.uniform(size=W)) < dh
 
+        x_new = np.where(accepted[:, None], x, x0)
         if not self.frozen:
-            x_new = np.where(accepted[:, None], x, x0)
             Linv = np.linalg.inv(L)
             self._adapt(x0 @ Linv.T, x @ Linv.T, p, accept_prob, divergent, u, x_new)
         self.iteration += 1
@@ -261,7 +268,7 @@ class ChEESMove(emcee.moves.Move):
         if self.on_step is not None:
             self.on_step(evals)
 
-        state.coords = np.where(accepted[:, None], x, x0)
+        state.coords = x_new
         state.log_prob = np.where(accepted, lp, state.log_prob)
         return state, accepted
 
@@ -284,19 +291,19 @@ class ChEESMove(emcee.moves.Move):
     def _init_from(self, x0: np.ndarray) -> None:
         """Initial mass matrix, step size and trajectory from the starting ensemble."""
         # the Laplace scatter is shrunk by 1/2 (calib.sampling): undo that for the metric
-        self.chol = _chol_list(4.0 * _cov(x0), len(x0))
+        self.chol = _chol(4.0 * _cov(x0), len(x0))
         # a step of 1/√d standard deviations keeps the energy error O(1) at the start
         self.step_size = 1.0 / math.sqrt(self.n_dim) if self.n_dim else 1.0
         self.trajectory = 1.0
 
     def _adapt(self, xt0, xt1, p1, alpha, divergent, u, x_new) -> None:
         k = self.iteration + 1  # this iteration, 1-based
-        # ---- step size: dual averaging on the harmonic mean of the acceptance probabilities
-        hm = float(np.mean(alpha))
+        # ---- step size: dual averaging on the mean of the acceptance probabilities
+        mean_accept = float(np.mean(alpha))
         self._da_t += 1
         t = self._da_t
         w = 1.0 / (t + _DA_T0)
-        self._da_hbar = (1.0 - w) * self._da_hbar + w * (self.target_accept - hm)
+        self._da_hbar = (1.0 - w) * self._da_hbar + w * (self.target_accept - mean_accept)
         log_eps = self._da_mu - math.sqrt(t) / _DA_GAMMA * self._da_hbar
         eta = t**-_DA_KAPPA
         self._da_logbar = eta * log_eps + (1.0 - eta) * self._da_logbar
@@ -324,8 +331,7 @@ class ChEESMove(emcee.moves.Move):
         wa = self._avg_t**-0.5
         self._logT_avg = wa * log_T + (1.0 - wa) * self._logT_avg
         # ---- the mass matrix: cross-walker variance pooled over the window
-        cov = _cov(x_new)
-        self._window_sum = (np.asarray(self._window_sum) + cov).tolist()
+        self._window_sum = self._window_sum + _cov(x_new)
         self._window_n += 1
 
         new_eps = math.exp(log_eps) if math.isfinite(log_eps) else self.step_size
@@ -336,8 +342,8 @@ class ChEESMove(emcee.moves.Move):
             self.trajectory = math.exp(self._logT_avg)
         elif window_end:
             n = self._window_n
-            self.chol = _chol_list(np.asarray(self._window_sum) / n, n * xt1.shape[0])
-            self._window_sum = _zeros(self.n_dim)
+            self.chol = _chol(self._window_sum / n, n * xt1.shape[0])
+            self._window_sum = np.zeros((self.n_dim, self.n_dim))
             self._window_n = 0
             self.step_size = new_eps
             self.trajectory = math.exp(log_T)
@@ -361,17 +367,13 @@ class ChEESMove(emcee.moves.Move):
         return doubling and 2 * k <= last
 
 
-def _zeros(d: int) -> list[list[float]]:
-    return [[0.0] * d for _ in range(d)]
-
-
 def _cov(x: np.ndarray) -> np.ndarray:
     """Cross-walker covariance of ``x (W, d)``."""
     c = x - x.mean(axis=0)
     return c.T @ c / max(x.shape[0] - 1, 1)
 
 
-def _chol_list(cov: np.ndarray, n: int) -> list[list[float]]:
+def _chol(cov: np.ndarray, n: int) -> np.ndarray:
     """Cholesky factor of the covariance shrunk towards 10⁻³ I with weight 5/(n + 5), as
     Stan's windowed adaptation regularizes a short window (``n`` draws behind it); the
     diagonal alone if the estimate is still not positive definite."""
@@ -381,4 +383,4 @@ def _chol_list(cov: np.ndarray, n: int) -> list[list[float]]:
         L = np.linalg.cholesky(reg)
     except np.linalg.LinAlgError:
         L = np.diag(np.sqrt(np.maximum(np.diag(reg), 1e-12)))
-    return L.tolist()
+    return L

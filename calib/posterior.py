@@ -370,22 +370,26 @@ class Posterior:
             )
         if self.converged:
             return
-        worst = self._worst(3)
+        bad = self._worst()
         names = ", ".join(
-            f"{r['name']} (R̂ {r['rhat']:.3f}, ESS {r['ess_bulk']:.0f})" for r in worst
+            f"{r['name']} (R̂ {r['rhat']:.3f}, ESS {r['ess_bulk']:.0f})" for r in bad[:3]
         )
-        more = len(self._worst()) - len(worst)
-        more_s = f" and {more} more" if more > 0 else ""
+        more_s = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         n, budget = self.chain.shape[0], self.info.get("n_steps_budget", self.chain.shape[0])
         pooled = {p.name: p for p in self.model.parameters if p.pooling == "partial"}
-        slow = [r["name"].split(".")[0] for r in self._worst() if r["name"].split(".")[0] in pooled]
+        slow = [r["name"].split(".")[0] for r in bad if r["name"].split(".")[0] in pooled]
         hint = ""
         if slow:
             name = slow[0]
             flip = not pooled[name].centered
+            why = (
+                f"centred suits campaigns that each pin {name} well"
+                if flip
+                else "non-centred suits campaigns with few or noisy observations"
+            )
             hint = (
                 f"the population of '{name}' mixes slowly: try Parameter('{name}', ..., "
-                f"centered={flip}) ({'centred suits campaigns that each pin ' + name + ' well' if flip else 'non-centred suits campaigns with few or noisy observations'}); "
+                f"centered={flip}) ({why}); "
             )
         warnings.warn(
             f"the posterior has not converged after {n} of {budget} steps: {names}{more_s} "

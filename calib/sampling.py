@@ -619,15 +619,12 @@ def _loop(
 
 
 def _converged(calibrator, chain, log_prob, run: _Settings, info: dict[str, Any]) -> bool:
-    """The stopping rule: the verdict of the posterior the chain gives now."""
-    n = chain.shape[0]
-    burn = run.burn if run.burn is not None else (run.warmup if run.hmc else n // 2)
-    if n - burn < 4:
-        return False
+    """The stopping rule: the verdict of the posterior the chain gives now (burn-in as
+    :func:`posterior_from_chain` sets it)."""
     post = posterior_from_chain(
-        calibrator, chain, log_prob, np.zeros(chain.shape[1]), burn, False, info
+        calibrator, chain, log_prob, np.zeros(chain.shape[1]), run.burn, False, info
     )
-    return post.converged
+    return post.kept.shape[0] >= 4 and post.converged
 
 
 def posterior_from_chain(

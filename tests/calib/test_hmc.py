@@ -45,7 +45,7 @@ def _value_and_grad(U: np.ndarray):
     return lp.detach().numpy(), g.numpy()
 
 
-def _funnel_chain(n_warmup=300, n_steps=1300, target_accept=0.95, seed=1):
+def _funnel_chain(n_warmup=300, target_accept=0.95, seed=1):
     W, d = 32, 10
     move = ChEESMove(_value_and_grad, d, n_warmup=n_warmup, target_accept=target_accept)
     sampler = emcee.EnsembleSampler(
@@ -90,7 +90,7 @@ def test_centred_funnel_scale_against_quadrature():
 
 
 def test_adaptation_is_frozen_after_warmup():
-    sampler, move, p0 = _funnel_chain(n_warmup=60, n_steps=0)
+    sampler, move, p0 = _funnel_chain(n_warmup=60)
     state = sampler.run_mcmc(p0, 60)
     assert move.frozen
     frozen = move.state_dict()
