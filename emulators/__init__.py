@@ -7,6 +7,6 @@
 
 from emulators import validation
 from emulators.basis import BasisGPEmulator
-from emulators.gp import ConvergenceWarning, GPEmulator
+from emulators.gp import ConvergenceWarning, GPEmulator, JitterWarning
 
-__all__ = ["GPEmulator", "BasisGPEmulator", "ConvergenceWarning", "validation"]
+__all__ = ["GPEmulator", "BasisGPEmulator", "ConvergenceWarning", "JitterWarning", "validation"]

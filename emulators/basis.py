@@ -21,6 +21,7 @@ training runs), added independently at each point. The covariance *between* outp
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,27 +107,47 @@ class BasisGPEmulator:
         Raises
         ------
         ValueError
-            As :meth:`GPEmulator.fit`, and if no output varies.
+            As :meth:`GPEmulator.fit`.
+
+        Warns
+        -----
+        UserWarning
+            As :meth:`GPEmulator.fit`, and if no output varies (then every output is
+            predicted as its constant, with zero variance).
         """
-        X, Y = validate_training_data(inputs, outputs)
+        min_runs_extra = 3 if self.gp_options.get("mean") == "linear" else 2
+        X, Y = validate_training_data(inputs, outputs, min_runs_extra)
         n, m = Y.shape
         mu = Y.mean(axis=0)
         scale = float(np.sqrt(np.mean((Y - mu) ** 2)))
-        if scale == 0.0:
-            raise ValueError("outputs: expected some output to vary, got all columns constant")
-        Z = (Y - mu) / scale
-        U, S, Vt = np.linalg.svd(Z, full_matrices=False)
-        frac = np.cumsum(S**2) / np.sum(S**2)
-        K = int(np.searchsorted(frac, self.explained_variance * (1 - 1e-12)) + 1)
-        K = min(K, len(S), n - 1)
-        if self.max_components is not None:
-            K = min(K, self.max_components)
-        # weights of unit sample variance: Z = (√n U_K)(S_K V_Kᵀ / √n) + residual
-        W = U[:, :K] * np.sqrt(n)
-        Phi = (Vt[:K].T * S[:K]) / np.sqrt(n)  # (m, K)
-        resid = Z - W @ Phi.T
-        self._trunc = np.mean(resid**2, axis=0)  # (m,)
-        self.gp_ = GPEmulator(**self.gp_options).fit(X, W)
+        if scale <= 4 * np.finfo(float).eps * float(np.abs(mu).max()):
+            # nothing varies: one zero component, so that every prediction is μ exactly
+            warnings.warn(
+                "outputs: no column varies; every output is predicted as its constant, "
+                "with zero variance",
+                UserWarning,
+                stacklevel=2,
+            )
+            mu, scale, K = Y[0].copy(), 1.0, 1
+            W, Phi, frac = np.zeros((n, 1)), np.zeros((m, 1)), np.ones(1)
+            self._trunc = np.zeros(m)
+        else:
+            Z = (Y - mu) / scale
+            U, S, Vt = np.linalg.svd(Z, full_matrices=False)
+            frac = np.cumsum(S**2) / np.sum(S**2)
+            K = int(np.searchsorted(frac, self.explained_variance * (1 - 1e-12)) + 1)
+            K = min(K, len(S), n - 1)
+            if self.max_components is not None:
+                K = min(K, self.max_components)
+            # weights of unit sample variance: Z = (√n U_K)(S_K V_Kᵀ / √n) + residual
+            W = U[:, :K] * np.sqrt(n)
+            Phi = (Vt[:K].T * S[:K]) / np.sqrt(n)  # (m, K)
+            resid = Z - W @ Phi.T
+            self._trunc = np.mean(resid**2, axis=0)  # (m,)
+        with warnings.catch_warnings():
+            # the zero weight of constant outputs is expected here, not news to the user
+            warnings.filterwarnings("ignore", "outputs: column", UserWarning)
+            self.gp_ = GPEmulator(**self.gp_options).fit(X, W)
         self._train_x, self._train_y = X, Y
         self._mu, self._scale, self._phi = mu, scale, Phi
         self._explained = frac[:K]
@@ -281,6 +302,11 @@ class BasisGPEmulator:
             kernel=gp.kernel,
             mean=gp.mean,
             n_restarts=gp.n_restarts,
+            adam_iter=gp.adam_iter,
+            lbfgs_iter=gp.lbfgs_iter,
+            adam_lr=gp.adam_lr,
+            min_nugget=gp.min_nugget,
+            priors=gp.priors,
             device=str(gp.device),
             seed=gp.seed,
         )

@@ -14,9 +14,16 @@ distribution at ``X*`` is (R&W eq. 2.25–2.26)
 
 ``predict`` and ``predict_torch`` return this *latent* distribution (the simulator
 output itself): the fitted nugget ``σ²_n`` enters ``K`` only, never the predictive
-variance. The only jitter is the nugget's lower bound ``min_nugget`` (a noise variance in
-standardized output units); GPyTorch's own escalating jitter applies only if a Cholesky
-fails at that bound.
+variance.
+
+The nugget is a ratio of the signal variance, ``σ²_n = g σ²_f`` with ``g ≥ min_nugget``,
+so that ``K = σ²_f (R + g I)`` with ``R`` a correlation matrix: ``cond(K) ≤ 1 + n / g``
+whatever ``σ²_f`` the fit chooses (an absolute floor does not bound it: smooth or linear
+outputs drive ``σ²_f`` to 1e6 and more). This floor is the only jitter. Should the
+factorization of the fitted ``K`` still fail, ``g`` is raised ×10 at a time up to
+``_NUGGET_CAP`` for the failing outputs only (as GPyTorch's ``psd_safe_cholesky`` does with
+an absolute jitter), with a :class:`JitterWarning`; the raised nugget is part of the model
+from then on (predictions, leave-one-out, ``state_dict``).
 """
 
 from __future__ import annotations
@@ -30,19 +37,35 @@ import gpytorch
 import numpy as np
 import torch
 from linear_operator.utils.errors import NanError, NotPSDError
+from linear_operator.utils.warnings import NumericalWarning
 
 from calib.interfaces import Prediction
 
-__all__ = ["GPEmulator", "ConvergenceWarning", "resolve_device"]
+__all__ = ["GPEmulator", "ConvergenceWarning", "JitterWarning", "resolve_device"]
 
 _KERNELS = ("matern52", "rbf")
-_MEANS = ("constant", "linear")
-_STATE_VERSION = "1"
+_MEANS = ("auto", "constant", "linear")
+# mean="auto" takes a linear mean when a least-squares plane reproduces every output to
+# this fraction of its sd: the output is linear up to rounding, and a constant-mean GP
+# would have to mimic the plane with a signal variance of 1e6 and more.
+_LINEAR_RTOL = 1e-6
+# "1": the nugget stored as a noise variance (standardized units); "2": as a ratio g of
+# the signal variance. from_state_dict reads both.
+_STATE_VERSION = "2"
 _SQRT5 = math.sqrt(5.0)
+# The largest nugget ratio the jitter escalation goes to. At g = 1e-4, cond(R + g I) is at
+# most 1 + 1e4 n, which factorizes in float64 for any correlation matrix R with n far
+# beyond what an exact GP can hold; a failure there means non-finite hyperparameters, not
+# rounding. A nugget this large also smooths the fit visibly, so the escalation stops.
+_NUGGET_CAP = 1e-4
 
 
 class ConvergenceWarning(UserWarning):
     """Hyperparameter optimization stopped before its convergence criterion was met."""
+
+
+class JitterWarning(UserWarning):
+    """The nugget of some outputs was raised above its fitted value to factorize ``K``."""
 
 
 class _NonFinite(RuntimeError):
@@ -78,11 +101,38 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _as_2d_float(a: Any, name: str) -> np.ndarray:
+def _as_float(a: Any, name: str) -> np.ndarray:
+    """``a`` as a float64 array; a ValueError naming the first entry that is not a number."""
+    if np.iscomplexobj(a):
+        raise ValueError(f"{name}: expected real numbers, got complex dtype {np.asarray(a).dtype}")
     try:
-        arr = np.asarray(a, dtype=np.float64)
+        return np.asarray(a, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__}") from exc
+        raise ValueError(f"{name}: expected numbers, got {_first_non_number(a, exc)}") from None
+
+
+def _first_non_number(a: Any, exc: Exception) -> str:
+    """Describe the first entry of ``a`` that float() rejects (a string in a column, say)."""
+    columns = getattr(a, "columns", None)  # a pandas DataFrame: name the column too
+    try:
+        obj = np.asarray(a, dtype=object)
+    except ValueError:
+        return f"{type(a).__name__} that is not rectangular ({exc})"
+    for idx, v in np.ndenumerate(obj):
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            where = f"row {idx[0]}" if obj.ndim >= 1 else "the value"
+            if obj.ndim == 2:
+                col = idx[1]
+                label = f" ({columns[col]!r})" if columns is not None else ""
+                where += f", column {col}{label}"
+            return f"{v!r} ({type(v).__name__}) at {where}"
+    return f"{type(a).__name__} that numpy cannot convert to float64 ({exc})"
+
+
+def _as_2d_float(a: Any, name: str) -> np.ndarray:
+    arr = _as_float(a, name)
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D array (n, d), got shape {arr.shape}")
     return arr
@@ -101,29 +151,35 @@ def _check_finite(arr: np.ndarray, name: str) -> None:
 def validate_training_data(
     inputs: Any, outputs: Any, min_runs_extra: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Check and tidy training data; shared by both emulators.
+    """Check and tidy training data; shared by both emulators. Cheap: runs before any fit.
 
     Duplicated input rows are merged (their outputs averaged) with a warning: an exact GP
     conditioned twice on one input is singular up to the nugget, and for a deterministic
-    simulator the duplicates carry no information.
+    simulator the duplicates carry no information. Input columns that do not vary (an
+    input held fixed in the design) are allowed: the emulators ignore them.
 
     Parameters
     ----------
     inputs : array_like of shape (n, d)
     outputs : array_like of shape (n, m) or (n,)
     min_runs_extra : int
-        The fit needs at least ``d + min_runs_extra`` distinct runs.
+        The fit needs at least ``d' + min_runs_extra`` distinct runs, ``d'`` the number of
+        input columns that vary.
 
     Returns
     -------
     inputs : ndarray of shape (n', d)
     outputs : ndarray of shape (n', m)
+
+    Raises
+    ------
+    ValueError
+        Entries that are not numbers, wrong or mismatched shapes, NaN or inf, a single
+        distinct run (one run, or every row the same point), or too few distinct runs;
+        the message names the argument, what was expected and what was given.
     """
     X = _as_2d_float(inputs, "inputs")
-    try:
-        Y = np.asarray(outputs, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"outputs: expected a numeric array, got {type(outputs).__name__}") from exc
+    Y = _as_float(outputs, "outputs")
     if Y.ndim == 1:
         Y = Y[:, None]
     if Y.ndim != 2:
@@ -138,15 +194,19 @@ def validate_training_data(
         )
     _check_finite(X, "inputs")
     _check_finite(Y, "outputs")
-    span = X.max(axis=0) - X.min(axis=0)
-    const = np.flatnonzero(span == 0)
-    if const.size:
-        raise ValueError(
-            f"inputs: expected every column to vary, got constant column(s) "
-            f"{const.tolist()} (value {X[0, const[0]]}); drop them before fitting"
-        )
+    n_rows, d = X.shape
+    if n_rows == 0:
+        raise ValueError("inputs: expected simulator runs, got 0 rows")
     uniq, inverse, counts = np.unique(X, axis=0, return_inverse=True, return_counts=True)
-    if uniq.shape[0] < X.shape[0]:
+    if uniq.shape[0] == 1:
+        given = "1 run" if n_rows == 1 else f"{n_rows} runs that are all the same point"
+        raise ValueError(
+            f"inputs: expected runs at distinct design points (at least {d + min_runs_extra} "
+            f"for {d} inputs), got {given}, {X[0].tolist()}; run the simulator over a "
+            "space-filling design of the inputs' ranges (e.g. a Latin hypercube, about 10 "
+            "runs per input)"
+        )
+    if uniq.shape[0] < n_rows:
         inverse = inverse.reshape(-1)
         n_dup = X.shape[0] - uniq.shape[0]
         warnings.warn(
@@ -163,11 +223,13 @@ def validate_training_data(
         np.minimum.at(first, inverse, np.arange(X.shape[0]))
         order = np.argsort(first)
         X, Y = uniq[order], Y[order]
-    n, d = X.shape
-    if n < d + min_runs_extra:
+    n = X.shape[0]
+    d_var = int(np.sum(X.max(axis=0) > X.min(axis=0)))
+    if n < d_var + min_runs_extra:
+        dims = f"{d} input dimensions" if d_var == d else f"{d_var} varying input dimensions"
         raise ValueError(
-            f"inputs: expected at least {d + min_runs_extra} distinct runs for {d} input "
-            f"dimensions, got {n}"
+            f"inputs: expected at least {d_var + min_runs_extra} distinct runs for {dims}, "
+            f"got {n}; run the simulator at more design points (about 10 per input)"
         )
     return X, Y
 
@@ -175,8 +237,9 @@ def validate_training_data(
 # Default prior boxes (lower, upper, tail sd in log units) for unit-cube inputs and
 # standardized outputs. They are flat in the log of each hyperparameter over every value
 # a fit can reasonably need and only keep the optimizer out of degenerate corners:
-# length-scales far below any design spacing, signal variances or nuggets beyond the
-# (unit) output variance. They are deliberately this weak: on the borehole data
+# length-scales far below any design spacing, signal variances far beyond the (unit)
+# output variance, a nugget above the signal variance (the nugget box is on the ratio
+# σ²_n / σ²_f). They are deliberately this weak: on the borehole data
 # (tests/emulators/test_borehole.py) any prior that pulls length-scales towards O(1),
 # e.g. log-normal with sd 3, raises the test RMSE from 0.69 to 0.85, because the inputs
 # with tiny effects need length-scales of 1e4 and more.
@@ -225,13 +288,53 @@ class LogBoxPrior(gpytorch.priors.Prior):
         return f"LogBoxPrior({math.exp(self.log_lower):g}, {math.exp(self.log_upper):g})"
 
 
-class _BatchGP(gpytorch.models.ExactGP):
-    """``m`` independent exact GPs with batch shape ``(m,)``."""
+class _NuggetRatioNoise(gpytorch.likelihoods.noise_models.HomoskedasticNoise):
+    """Homoskedastic noise ``σ²_n = g σ²_f``: the nugget as a ratio ``g`` of the signal variance.
 
-    def __init__(self, train_x, train_y, likelihood, kernel: str, mean: str, priors: bool):
-        super().__init__(train_x, train_y, likelihood)
+    The raw parameter (GPyTorch's ``raw_noise``) holds ``g``, constrained to
+    ``g ≥ min_ratio``; ``noise`` is ``g σ²_f`` and enters the training covariance only, as
+    GPyTorch's own homoskedastic noise does.
+
+    Parameters
+    ----------
+    signal_variance : callable
+        Returns ``σ²_f`` with shape ``(m, 1)``. A callable rather than the kernel module
+        itself, so that the kernel's parameters are not registered a second time here.
+    min_ratio : float
+    batch_shape : torch.Size
+    """
+
+    def __init__(self, signal_variance, min_ratio: float, batch_shape: torch.Size) -> None:
+        super().__init__(
+            noise_constraint=gpytorch.constraints.GreaterThan(min_ratio), batch_shape=batch_shape
+        )
+        self._signal_variance = signal_variance
+
+    @property
+    def ratio(self) -> torch.Tensor:
+        """The nugget ratio ``g``, shape ``(m, 1)``."""
+        return self.raw_noise_constraint.transform(self.raw_noise)
+
+    @ratio.setter
+    def ratio(self, value: torch.Tensor) -> None:
+        self._set_noise(value)
+
+    @property
+    def noise(self) -> torch.Tensor:
+        return self.ratio * self._signal_variance()
+
+
+class _BatchGP(gpytorch.models.ExactGP):
+    """``m`` independent exact GPs with batch shape ``(m,)``, nugget relative to ``σ²_f``."""
+
+    def __init__(
+        self, train_x, train_y, kernel: str, mean: str, priors: bool, min_nugget: float
+    ) -> None:
         m, _, d = train_x.shape
         batch = torch.Size([m])
+        super().__init__(
+            train_x, train_y, gpytorch.likelihoods.GaussianLikelihood(batch_shape=batch)
+        )
         if mean == "constant":
             self.mean_module = gpytorch.means.ConstantMean(batch_shape=batch)
         else:
@@ -246,6 +349,10 @@ class _BatchGP(gpytorch.models.ExactGP):
                 ard_num_dims=d, batch_shape=batch, lengthscale_prior=ls_prior
             )
         self.covar_module = gpytorch.kernels.ScaleKernel(base, batch_shape=batch)
+        likelihood = self.likelihood
+        likelihood.noise_covar = _NuggetRatioNoise(
+            lambda: self.covar_module.outputscale.unsqueeze(-1), min_nugget, batch
+        )
         if priors:
             # the closure keeps a trailing axis so the prior stays per output
             self.covar_module.register_prior(
@@ -254,7 +361,7 @@ class _BatchGP(gpytorch.models.ExactGP):
                 lambda mod: mod.outputscale.unsqueeze(-1),
             )
             likelihood.register_prior(
-                "noise_prior", LogBoxPrior(*_NOISE_BOX), lambda mod: mod.noise
+                "noise_prior", LogBoxPrior(*_NOISE_BOX), lambda mod: mod.noise_covar.ratio
             )
 
     def forward(self, x):
@@ -327,6 +434,66 @@ class _Stack:
         for c in reversed(self.ctx):
             c.__exit__(*exc)
         return False
+
+
+def training_cholesky(
+    K: torch.Tensor, signal_var: torch.Tensor, ratio: torch.Tensor, cap: float = _NUGGET_CAP
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cholesky factor of ``K + g σ²_f I`` per output, raising ``g`` ×10 where it fails.
+
+    The jitter is relative to each output's signal variance, like the nugget it adds to,
+    and only the outputs whose factorization fails get more (GPyTorch's
+    ``psd_safe_cholesky`` adds one absolute jitter, which is meaningless across signal
+    variances from 1e-3 to 1e6).
+
+    Parameters
+    ----------
+    K : Tensor of shape (m, n, n)
+        Noise-free training covariance ``σ²_f R`` of each output.
+    signal_var : Tensor of shape (m,)
+        ``σ²_f``.
+    ratio : Tensor of shape (m,)
+        Fitted nugget ratios ``g``.
+    cap : float
+        Largest ratio tried.
+
+    Returns
+    -------
+    L : Tensor of shape (m, n, n)
+    ratio : Tensor of shape (m,)
+        The ratios used: ``g``, or ``g · 10^k`` where the factorization needed it.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If ``K`` has non-finite entries, or an output's factorization still fails at the
+        cap (which only non-finite or non-positive-semidefinite ``R`` can cause).
+    """
+    bad_k = ~torch.isfinite(K).flatten(1).all(-1)
+    if bool(bad_k.any()):
+        j = int(torch.nonzero(bad_k)[0, 0])
+        raise np.linalg.LinAlgError(
+            f"GPEmulator: the training covariance of output {j} has non-finite entries "
+            f"(signal variance {float(signal_var[j]):.3g}); its hyperparameters are not finite"
+        )
+    eye = torch.eye(K.shape[-1], dtype=K.dtype, device=K.device)
+    ratio = ratio.clone()
+    L, info = torch.linalg.cholesky_ex(K + (ratio * signal_var)[:, None, None] * eye)
+    while bool(info.any()):
+        bad = torch.nonzero(info).flatten()
+        ratio[bad] *= 10.0
+        over = bad[ratio[bad] > cap * (1 + 1e-9)]
+        if over.numel():
+            j = int(over[0])
+            raise np.linalg.LinAlgError(
+                f"GPEmulator: the training covariance of output {j} is not positive definite "
+                f"even with the nugget raised to {cap:g} of its signal variance "
+                f"({float(signal_var[j]):.3g}): the kernel matrix itself is not positive "
+                "semidefinite, which is not rounding (please report it with the data)"
+            )
+        Kb = K[bad] + (ratio[bad] * signal_var[bad])[:, None, None] * eye
+        L[bad], info[bad] = torch.linalg.cholesky_ex(Kb)
+    return L, ratio
 
 
 def kernel_matrix(
@@ -442,7 +609,7 @@ class _Selection:
         self.log_os = torch.log(em._os[sl])[:, None, None]  # (k, 1, 1)
         self.log_os_w = torch.log(em._os[sl][:, None])[..., None, None]  # (k, 1, 1, 1)
         self.mc = em._mc[sl][:, None]  # (k, 1)
-        self.mw = None if em.mean == "constant" else em._mw[sl]  # (k, d)
+        self.mw = None if em.mean_ == "constant" else em._mw[sl]  # (k, d)
         self.alpha = em._alpha[sl].unsqueeze(-2)  # (k, 1, N)
         self.L = em._L[sl]
         small = em._L.shape[-1] < 500  # where _finalize cached L⁻¹ (see _predict)
@@ -466,8 +633,11 @@ class GPEmulator:
     ----------
     kernel : {"matern52", "rbf"}
         ARD Matérn-5/2 (default) or squared-exponential kernel.
-    mean : {"constant", "linear"}
-        Prior mean function of each GP.
+    mean : {"auto", "constant", "linear"}
+        Prior mean function of each GP. ``"auto"`` (default): linear if a least-squares
+        plane in the inputs reproduces every output to 1e-6 of its sd (an exactly linear
+        simulator, which a GP with a constant mean only mimics with a huge signal
+        variance), otherwise constant. The choice is ``mean_`` after fitting.
     n_restarts : int, optional
         Optimizer starts. The first start is a fixed default; the others are random.
         ``None`` (default): ``max(1, min(4, 1000 // n))`` for ``n`` runs, i.e. 4 up to
@@ -475,12 +645,19 @@ class GPEmulator:
     adam_iter, lbfgs_iter : int
         Iterations of Adam (learning rate ``adam_lr``) and then of L-BFGS per start.
     min_nugget : float
-        Lower bound of the nugget (noise variance) in standardized output units; this is
-        the only jitter, explicit and stored with the emulator.
+        Lower bound of the nugget *ratio* ``g = σ²_n / σ²_f`` (nugget over signal
+        variance), which bounds ``cond(K)`` by ``1 + n / min_nugget``; this is the only
+        jitter, explicit and stored with the emulator. Smooth outputs press the fitted
+        ``g`` against this bound, and their accuracy improves as it is lowered (a 300-run,
+        6-input quadratic: normalized RMSE 9.7e-4 at 1e-8, 4.0e-4 at 1e-10, 1.6e-4 at
+        1e-12); the default 1e-10 is the ratio the earlier absolute floor of 1e-8 gave
+        at a typical signal variance of 100. If the fitted ``K`` still does not factorize,
+        the failing outputs' ``g`` is raised ×10 at a time up to 1e-4, with a
+        :class:`JitterWarning`.
     priors : bool
         Put the default priors on the hyperparameters (:class:`LogBoxPrior`, flat in the
         log over length-scales ``[1e-2, 1e5]``, signal variance ``[1e-3, 1e6]`` and nugget
-        ``[1e-12, 1]``, standardized units); ``False`` gives plain maximum likelihood.
+        ratio ``[1e-12, 1]``, standardized units); ``False`` gives plain maximum likelihood.
     device : str
         ``"cpu"`` or ``"cuda"``; ``"cuda"`` raises if CUDA is not available.
     seed : int
@@ -490,9 +667,11 @@ class GPEmulator:
     ----------
     n_inputs, n_outputs : int
         Dimensions of the fitted inputs and outputs.
+    mean_ : {"constant", "linear"}
+        The mean function fitted (``mean``, or what ``"auto"`` chose).
     n_mean_params : int
-        Coefficients of the mean function (1, or ``n_inputs + 1`` for a linear mean); the
-        ``q`` of Bastos & O'Hagan's (2009) reference distribution.
+        Coefficients of the mean function (1, or 1 + the number of varying inputs for a
+        linear mean); the ``q`` of Bastos & O'Hagan's (2009) reference distribution.
 
     Examples
     --------
@@ -505,12 +684,12 @@ class GPEmulator:
     def __init__(
         self,
         kernel: str = "matern52",
-        mean: str = "constant",
+        mean: str = "auto",
         n_restarts: int | None = None,
         adam_iter: int = 60,
         lbfgs_iter: int = 200,
         adam_lr: float = 0.05,
-        min_nugget: float = 1e-8,
+        min_nugget: float = 1e-10,
         priors: bool = True,
         device: str = "cpu",
         seed: int = 0,
@@ -538,8 +717,8 @@ class GPEmulator:
     # ------------------------------------------------------------------ fitting
     @property
     def n_mean_params(self) -> int:
-        """Coefficients of the mean function: 1 (constant) or ``n_inputs + 1`` (linear)."""
-        return 1 if self.mean == "constant" else self.n_inputs + 1
+        """Coefficients of the mean function: 1 (constant) or 1 + varying inputs (linear)."""
+        return 1 if self.mean_ == "constant" else 1 + int(np.sum(self._upper > self._lower))
 
     @property
     def n_train(self) -> int:
@@ -572,40 +751,82 @@ class GPEmulator:
         Raises
         ------
         ValueError
-            Wrong shapes, non-finite values, constant input or output columns, or fewer
-            than ``d + 2`` (constant mean) / ``d + 3`` (linear mean) distinct runs.
+            Entries that are not numbers, wrong shapes, non-finite values, or fewer than
+            ``d + 2`` (constant mean) / ``d + 3`` (linear mean) distinct runs, ``d`` the
+            number of input columns that vary (a single run and an all-duplicate design
+            included). Checked before any fitting.
 
         Warns
         -----
         UserWarning
-            Duplicated input rows (merged, outputs averaged).
+            Duplicated input rows (merged, outputs averaged); input columns that do not
+            vary (ignored: predictions do not depend on them); output columns that do not
+            vary (predicted as that constant, with zero variance; no GP is fitted to them).
         ConvergenceWarning
             L-BFGS stopped at its iteration limit for some output, or every start failed.
+        JitterWarning
+            The fitted training covariance of some output needed a larger nugget to
+            factorize (see ``min_nugget``).
         """
-        X, Y = validate_training_data(inputs, outputs, 2 if self.mean == "constant" else 3)
-        sd = Y.std(axis=0)
-        const = np.flatnonzero(sd == 0)
-        if const.size:
-            raise ValueError(
-                f"outputs: expected every column to vary, got constant column(s) "
-                f"{const.tolist()} (value {Y[0, const[0]]}); a constant output needs no emulator"
+        X, Y = validate_training_data(inputs, outputs, 3 if self.mean == "linear" else 2)
+        lower, upper = X.min(axis=0), X.max(axis=0)
+        fixed = np.flatnonzero(upper == lower)
+        if fixed.size:
+            warnings.warn(
+                f"inputs: column(s) {fixed.tolist()} do not vary in the design (values "
+                f"{X[0, fixed].tolist()}); the emulator ignores them, so its predictions "
+                "are those at these values whatever is asked",
+                UserWarning,
+                stacklevel=2,
+            )
+        mean, sd = Y.mean(axis=0), Y.std(axis=0)
+        # variation at the level of rounding counts as none: standardizing it would fit noise
+        const = sd <= 4 * np.finfo(float).eps * np.abs(mean)
+        if const.any():
+            warnings.warn(
+                f"outputs: column(s) {np.flatnonzero(const).tolist()} do not vary (value(s) "
+                f"{Y[0, const].tolist()[:5]}); they are predicted as that constant, with zero "
+                "variance, and no GP is fitted to them",
+                UserWarning,
+                stacklevel=2,
             )
         self.n_inputs = X.shape[1]
         self.n_outputs = Y.shape[1]
-        self._lower = X.min(axis=0)
-        self._upper = X.max(axis=0)
-        self._y_mean = Y.mean(axis=0)
-        self._y_scale = sd
+        self._lower, self._upper = lower, upper
+        self._y_mean = np.where(const, Y[0], mean)
+        # scale 0 maps every prediction of a constant output to its value, variance 0
+        self._y_scale = np.where(const, 0.0, sd)
         self._train_x = X
         self._train_y = Y
+        self.mean_ = self._choose_mean()
         self._build_model()
         self._optimize()
         self._finalize()
         return self
 
+    def _choose_mean(self) -> str:
+        """Resolve ``mean="auto"``: linear if a plane reproduces every varying output."""
+        if self.mean != "auto":
+            return self.mean
+        tx, ty = self._scaled_train()
+        u, z = tx[0].cpu().numpy(), ty.cpu().numpy().T  # (n, d), (n, m), outputs sd 1
+        varying = self._y_scale > 0
+        if not varying.any() or len(u) < int(np.sum(np.ptp(u, axis=0) > 0)) + 3:
+            return "constant"
+        A = np.column_stack([np.ones(len(u)), u])
+        resid = z - A @ np.linalg.lstsq(A, z, rcond=None)[0]
+        rms = np.sqrt(np.mean(resid[:, varying] ** 2, axis=0))
+        return "linear" if float(rms.max()) <= _LINEAR_RTOL else "constant"
+
+    def _input_span(self) -> np.ndarray:
+        """Scale of the unit-cube map; inf for an input fixed in the design, which maps to 0."""
+        span = self._upper - self._lower
+        return np.where(span > 0, span, np.inf)
+
     def _scaled_train(self) -> tuple[torch.Tensor, torch.Tensor]:
-        u = (self._train_x - self._lower) / (self._upper - self._lower)
-        z = (self._train_y - self._y_mean) / self._y_scale
+        u = (self._train_x - self._lower) / self._input_span()
+        # a constant output (scale 0) is all zeros, not 0/0
+        z = (self._train_y - self._y_mean) / np.where(self._y_scale > 0, self._y_scale, np.inf)
         tx = torch.as_tensor(u, dtype=torch.float64, device=self.device)
         ty = torch.as_tensor(z.T.copy(), dtype=torch.float64, device=self.device)
         m = self.n_outputs
@@ -613,13 +834,13 @@ class GPEmulator:
 
     def _build_model(self) -> None:
         tx, ty = self._scaled_train()
-        batch = torch.Size([self.n_outputs])
-        likelihood = gpytorch.likelihoods.GaussianLikelihood(
-            batch_shape=batch,
-            noise_constraint=gpytorch.constraints.GreaterThan(self.min_nugget),
-        )
-        self.model_ = _BatchGP(tx, ty, likelihood, self.kernel, self.mean, self.priors)
+        self.model_ = _BatchGP(tx, ty, self.kernel, self.mean_, self.priors, self.min_nugget)
         self.model_.double().to(self.device)
+        # outputs that vary: a constant output's loss is left out, so its GP stays at the
+        # start values (on all-zero data the likelihood would drive σ²_f towards 0)
+        self._fit_weight = torch.as_tensor(
+            (self._y_scale > 0).astype(np.float64), device=self.device
+        )
 
     def _per_output_loss(self) -> torch.Tensor:
         """Negative log marginal likelihood plus negative log prior, per output, / n."""
@@ -643,9 +864,9 @@ class GPEmulator:
         t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=self.device)  # noqa: E731
         model.covar_module.base_kernel.lengthscale = t(ls[:, None, :])
         model.covar_module.outputscale = t(os_)
-        model.likelihood.noise = t(np.maximum(nug, 2 * self.min_nugget)[:, None])
+        model.likelihood.noise_covar.ratio = t(np.maximum(nug, 2 * self.min_nugget)[:, None])
         with torch.no_grad():
-            if self.mean == "constant":
+            if self.mean_ == "constant":
                 model.mean_module.constant.zero_()
             else:
                 model.mean_module.weights.zero_()
@@ -673,7 +894,7 @@ class GPEmulator:
             for p in params:
                 p.grad = None
             try:
-                loss = self._per_output_loss().sum()
+                loss = (self._per_output_loss() * self._fit_weight).sum()
             except (NotPSDError, NanError) as exc:
                 raise _NonFinite(str(exc)) from exc
             if not torch.isfinite(loss):
@@ -732,7 +953,16 @@ class GPEmulator:
         results = []  # (raw state, per-output loss, converged)
         failures = []
         start, max_attempts = 0, 2 * n_restarts + 2
-        with _gp_settings(), _flush_denormals(), _threads_for(self.n_train):
+        with (
+            _gp_settings(),
+            _flush_denormals(),
+            _threads_for(self.n_train),
+            warnings.catch_warnings(),
+        ):
+            # GPyTorch adds an absolute jitter where a trial iterate's K does not
+            # factorize, and warns each time; only the final K matters to the user, and
+            # _finalize factors it with a relative jitter and its own JitterWarning
+            warnings.filterwarnings("ignore", category=NumericalWarning)
             while len(results) < n_restarts and start < max_attempts:
                 self._draw_start(rng, start)
                 start += 1
@@ -804,15 +1034,19 @@ class GPEmulator:
             )
 
     def _finalize(self) -> None:
-        """Cache the training Cholesky factor and α (R&W Algorithm 2.1) once."""
+        """Cache the training Cholesky factor and α (R&W Algorithm 2.1) once.
+
+        Where ``K`` does not factorize at the fitted nugget, the nugget is raised (see
+        :func:`training_cholesky`) in the model itself, so that GPyTorch's ``predict``,
+        ``predict_torch``, ``loo`` and ``state_dict`` all use the same ``K``.
+        """
         model = self.model_
         model.eval()
         with torch.no_grad():
             m = self.n_outputs
             self._ls = model.covar_module.base_kernel.lengthscale.detach().reshape(m, -1)
             self._os = model.covar_module.outputscale.detach().reshape(m)
-            self._noise = model.likelihood.noise.detach().reshape(m)
-            if self.mean == "constant":
+            if self.mean_ == "constant":
                 self._mc = model.mean_module.constant.detach().reshape(m)
                 self._mw = torch.zeros(m, self.n_inputs, dtype=torch.float64, device=self.device)
             else:
@@ -824,14 +1058,33 @@ class GPEmulator:
             K = kernel_matrix(self._zt, self._zt, self.kernel, self._os)
             n = u.shape[0]
             eye = torch.eye(n, dtype=torch.float64, device=self.device)
-            K = K + self._noise[:, None, None] * eye
-            L, info = torch.linalg.cholesky_ex(K)
-            if int(info.max()) != 0:
-                bad = int(torch.nonzero(info)[0, 0])
-                raise np.linalg.LinAlgError(
-                    f"GPEmulator: the training covariance of output {bad} is not positive "
-                    f"definite with nugget {float(self._noise[bad]):.3g}; raise min_nugget"
+            noise_covar = model.likelihood.noise_covar
+            fitted = g = noise_covar.ratio.detach().reshape(m)
+            L, ratio = training_cholesky(K, self._os, g)
+            while not torch.equal(ratio, g):
+                # raised: store it in the model, and factor with the model's own value
+                # (the constraint's round trip may move it by an ulp), so that a state
+                # reloaded from its raw parameters gives this L bit for bit
+                noise_covar.ratio = ratio[:, None]
+                g = noise_covar.ratio.detach().reshape(m)
+                L, ratio = training_cholesky(K, self._os, g)
+            raised = torch.nonzero(ratio != fitted).flatten().tolist()
+            if raised:
+                model.prediction_strategy = None  # GPyTorch's cache of the old K
+                warnings.warn(
+                    f"GPEmulator: the training covariance of output(s) {raised[:10]} is not "
+                    "positive definite to working precision at the fitted nugget ratio "
+                    f"{float(fitted[raised[0]]):.1e} (signal variance "
+                    f"{float(self._os[raised[0]]):.3g}, shortest length-scale "
+                    f"{float(self._ls[raised[0]].min()):.3g}); the nugget was raised x10 at a "
+                    f"time to {float(ratio[raised[0]]):.1e} of the signal variance (cap "
+                    f"{_NUGGET_CAP:g}), which smooths the fit by about that fraction. Typical of "
+                    "a nearly linear or very smooth output: mean='linear' or a larger "
+                    "min_nugget avoids it",
+                    JitterWarning,
+                    stacklevel=3,
                 )
+            self._noise = (ratio * self._os).reshape(m)
             self._L = L
             # L⁻¹ once, for small n: V = L⁻¹ k(X, X*) is then one GEMM (see predict_torch)
             if n < 500:
@@ -840,7 +1093,7 @@ class GPEmulator:
             resid = ty - self._mean_fn(u)  # (m, N)
             self._alpha = torch.cholesky_solve(resid.unsqueeze(-1), L).squeeze(-1)
             self._t_lower = torch.as_tensor(self._lower, device=self.device)
-            self._t_span = torch.as_tensor(self._upper - self._lower, device=self.device)
+            self._t_span = torch.as_tensor(self._input_span(), device=self.device)
             self._t_ymean = torch.as_tensor(self._y_mean, device=self.device)
             self._t_yscale = torch.as_tensor(self._y_scale, device=self.device)
             self._selections: dict[tuple[int, ...] | None, _Selection] = {}
@@ -884,9 +1137,7 @@ class GPEmulator:
         self._check_fitted()
         X = self._check_inputs(inputs)
         m = self.n_outputs
-        u = torch.as_tensor(
-            (X - self._lower) / (self._upper - self._lower), device=self.device
-        ).unsqueeze(0)
+        u = torch.as_tensor((X - self._lower) / self._input_span(), device=self.device).unsqueeze(0)
         # chunks bound the memory of the (m, chunk, N) cross-covariance
         chunk = X.shape[0] if full_cov else max(1, 2_000_000 // max(1, m * len(self._train_x)))
         means, vars_ = [], []
@@ -902,7 +1153,10 @@ class GPEmulator:
                     vars_.append(torch.diagonal(c, dim1=-2, dim2=-1))
                     cov = c
                 else:
-                    vars_.append(f.variance)
+                    # the diagonal itself: f.variance would floor it at 1e-10 (GPyTorch's
+                    # min_variance) with a warning, though near-interpolating fits have
+                    # smaller latent variances; it is clamped at 0 below, as predict_torch's
+                    vars_.append(f.lazy_covariance_matrix.diagonal(dim1=-2, dim2=-1))
         scale = self._y_scale
         mean = torch.cat(means, -1).cpu().numpy().T * scale + self._y_mean
         var = torch.cat(vars_, -1).clamp_min(0.0).cpu().numpy().T * scale**2
@@ -1014,8 +1268,10 @@ class GPEmulator:
         Returns
         -------
         dict
-            ``lengthscale (m, d)``, ``outputscale (m,)``, ``noise (m,)``,
-            ``mean_constant (m,)``, ``mean_weights (m, d)``.
+            ``lengthscale (m, d)``, ``outputscale (m,)``, ``noise (m,)`` (the nugget
+            ``σ²_n``), ``nugget_ratio (m,)`` (``σ²_n / σ²_f``), ``mean_constant (m,)``,
+            ``mean_weights (m, d)``. The length-scale of an input fixed in the design is
+            not fitted (its start value).
         """
         self._check_fitted()
         c = lambda t: t.detach().cpu().numpy().copy()  # noqa: E731
@@ -1023,6 +1279,7 @@ class GPEmulator:
             "lengthscale": c(self._ls),
             "outputscale": c(self._os),
             "noise": c(self._noise),
+            "nugget_ratio": c(self._noise / self._os),
             "mean_constant": c(self._mc),
             "mean_weights": c(self._mw),
         }
@@ -1038,7 +1295,7 @@ class GPEmulator:
             "class": "GPEmulator",
             "version": _STATE_VERSION,
             "kernel": self.kernel,
-            "mean": self.mean,
+            "mean": self.mean_,
             "n_restarts": float(self.n_restarts or 0),
             "adam_iter": float(self.adam_iter),
             "lbfgs_iter": float(self.lbfgs_iter),
@@ -1063,14 +1320,34 @@ class GPEmulator:
     def from_state_dict(cls, state: dict[str, Any], device: str | None = None) -> GPEmulator:
         """Rebuild a fitted emulator from :meth:`state_dict` without retraining.
 
+        States of version 1 stored the nugget as a noise variance; it is converted to the
+        ratio ``σ²_n / σ²_f`` (the same ``K``), and ``min_nugget`` is lowered to that ratio
+        where it was above it.
+
         Parameters
         ----------
         state : dict
         device : str, optional
             Override the device (default ``"cpu"``).
+
+        Warns
+        -----
+        JitterWarning
+            If the stored ``K`` does not factorize on this machine at the stored nugget.
         """
         if state.get("class") != "GPEmulator":
             raise ValueError(f"state: expected class 'GPEmulator', got {state.get('class')!r}")
+        version = str(state.get("version", "1"))
+        if version not in ("1", _STATE_VERSION):
+            raise ValueError(
+                f"state: expected version '1' or '{_STATE_VERSION}', got {version!r}; "
+                "written by a newer emulators package"
+            )
+        min_nugget = float(state["min_nugget"])
+        if version == "1":
+            old_ratio = np.asarray(state["hyper/noise"]) / np.asarray(state["hyper/outputscale"])
+            # strictly below: GPyTorch's constraint is lower + softplus(raw)
+            min_nugget = min(min_nugget, 0.5 * float(old_ratio.min()))
         em = cls(
             kernel=str(state["kernel"]),
             mean=str(state["mean"]),
@@ -1078,7 +1355,7 @@ class GPEmulator:
             adam_iter=int(state["adam_iter"]),
             lbfgs_iter=int(state["lbfgs_iter"]),
             adam_lr=float(state["adam_lr"]),
-            min_nugget=float(state["min_nugget"]),
+            min_nugget=min_nugget,
             priors=bool(state["priors"]),
             device=device or "cpu",
             seed=int(state["seed"]),
@@ -1091,10 +1368,15 @@ class GPEmulator:
         em._y_scale = np.asarray(state["output_scale"], dtype=np.float64)
         em.n_inputs = em._train_x.shape[1]
         em.n_outputs = em._train_y.shape[1]
+        em.mean_ = em.mean  # stored resolved: "constant" or "linear"
         em._build_model()
         with torch.no_grad():
             for n, p in em.model_.named_parameters():
                 p.copy_(torch.as_tensor(np.asarray(state[f"param/{n}"]), device=em.device))
+            if version == "1":
+                em.model_.likelihood.noise_covar.ratio = torch.as_tensor(
+                    old_ratio[:, None], device=em.device
+                )
         em.n_failed_starts_ = 0
         em.converged_ = True
         em._finalize()
@@ -1129,4 +1411,5 @@ class GPEmulator:
 
     def __repr__(self) -> str:
         fitted = f", n_inputs={self.n_inputs}, n_outputs={self.n_outputs}" if self._fitted else ""
-        return f"GPEmulator(kernel={self.kernel!r}, mean={self.mean!r}{fitted})"
+        mean = self.mean_ if self._fitted else self.mean
+        return f"GPEmulator(kernel={self.kernel!r}, mean={mean!r}{fitted})"

@@ -10,6 +10,7 @@ needs the emulator's closed form (``loo()``, Rasmussen & Williams 2006 eq. 5.12)
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +155,8 @@ def mahalanobis(
     Returns
     -------
     d2 : ndarray of shape (m,)
-        NaN for an output predicted with zero variance at every point.
+        NaN for an output predicted with zero variance at every point, and for one whose
+        covariance is not positive definite even with jitter (with a warning).
     ref_mean, ref_sd : float
         ``ref_sd`` is NaN when ``n − q ≤ 4`` (the variance does not exist).
     pvalue : ndarray of shape (m,)
@@ -170,10 +172,20 @@ def mahalanobis(
     # an initial condition) has no Mahalanobis distance: NaN for it
     degenerate = np.max(np.diagonal(cov, axis1=1, axis2=2), axis=1) <= 0
     cov[degenerate] = np.eye(k)
-    L = _robust_cholesky(cov)
+    L, ok = _robust_cholesky(cov)
+    if not ok.all():
+        warnings.warn(
+            f"mahalanobis: the predictive covariance of output(s) "
+            f"{np.flatnonzero(~ok).tolist()[:10]} is not positive definite even with jitter "
+            "1e-6 x its mean variance; its D²_MD is NaN. Typical of a near-interpolating fit "
+            "(a smooth or linear output), whose tiny predictive variances are differences of "
+            "much larger numbers and so mostly rounding",
+            UserWarning,
+            stacklevel=3,
+        )
     w = np.linalg.solve(L, r)  # triangular by structure; small k
     d2 = np.sum(w[..., 0] ** 2, axis=-1)
-    d2[degenerate] = np.nan
+    d2[degenerate | ~ok] = np.nan
     ref_mean = float(k)
     ref_sd = float(np.sqrt(2 * k * (k + nq - 2) / (nq - 4))) if nq > 4 else float("nan")
     scaled = d2 * nq / (k * (nq - 2))
@@ -183,14 +195,22 @@ def mahalanobis(
     return d2, ref_mean, ref_sd, pvalue
 
 
-def _robust_cholesky(cov: np.ndarray) -> np.ndarray:
+def _robust_cholesky(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cholesky of ``(m, k, k)`` covariances with explicit jitter escalation.
 
     A predictive covariance over many close points is numerically singular; jitter of
     ``10⁻¹²``, then ×100 up to ``10⁻⁶`` times the mean variance is added to the diagonal
     of the failing output only, which changes ``D²`` negligibly for a valid emulator.
+
+    Returns
+    -------
+    L : ndarray of shape (m, k, k)
+        The identity where the factorization failed at every jitter.
+    ok : ndarray of shape (m,)
+        False where it failed.
     """
     L = np.empty_like(cov)
+    ok = np.ones(cov.shape[0], dtype=bool)
     k = cov.shape[-1]
     for j in range(cov.shape[0]):  # outputs: once per validation, not a hot path
         base = float(np.mean(np.diag(cov[j])))
@@ -201,11 +221,8 @@ def _robust_cholesky(cov: np.ndarray) -> np.ndarray:
             except np.linalg.LinAlgError:
                 continue
         else:
-            raise np.linalg.LinAlgError(
-                f"cov: the predictive covariance of output {j} is not positive definite "
-                "even with jitter 1e-6 x its mean variance"
-            )
-    return L
+            L[j], ok[j] = np.eye(k), False
+    return L, ok
 
 
 def held_out(emulator: Any, inputs: np.ndarray, outputs: np.ndarray) -> ValidationResult:

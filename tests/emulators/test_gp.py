@@ -247,12 +247,6 @@ def test_duplicates_warn_and_are_merged(train_data):
         (None, np.ones((30, 2, 1)), r"outputs: expected shape \(n, m\) or \(n,\)"),
         ("nan_x", None, "inputs: expected finite values, got nan at row 4, column 1"),
         (None, "inf_y", "outputs: expected finite values, got inf at row 2, column 0"),
-        ("const_x", None, r"inputs: expected every column to vary, got constant column\(s\) \[2\]"),
-        (
-            None,
-            "const_y",
-            r"outputs: expected every column to vary, got constant column\(s\) \[1\]",
-        ),
         ("few", "few", "inputs: expected at least 5 distinct runs for 3 input dimensions, got 4"),
     ],
 )
@@ -263,16 +257,12 @@ def test_bad_training_data(inputs, outputs, match, train_data):
         X = inputs
     elif inputs == "nan_x":
         X[4, 1] = np.nan
-    elif inputs == "const_x":
-        X[:, 2] = 3.0
     elif inputs == "few":
         X = X[:4]
     if isinstance(outputs, np.ndarray):
         Yc = outputs
     elif outputs == "inf_y":
         Yc[2, 0] = np.inf
-    elif outputs == "const_y":
-        Yc[:, 1] = 7.0
     elif outputs == "few":
         Yc = Yc[:4]
     with pytest.raises(ValueError, match=match):
