@@ -310,11 +310,20 @@ def _decode_journal(data: bytes, path: Path) -> tuple[dict | None, list[dict]]:
     return header, records
 
 
+#: The writer locks this process holds: descriptor -> (st_dev, st_ino) of the journal.
+_WRITER_LOCKS: dict[int, tuple[int, int]] = {}
+
+
 def _lock_writer(path: Path) -> int:
     """Open the runs journal of ``path`` and take its exclusive lock: the one writer lock of
-    an archive, held by the run engine and the chain writer alike. Returns the descriptor."""
+    an archive, held by the run engine and the chain writer alike. Returns the descriptor;
+    release it with :func:`_unlock_writer`.
+
+    The lock belongs to this process alone: a child made by ``fork`` (a process-pool
+    worker) closes its copy at once (:func:`_drop_inherited_locks`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     jpath = _journal_path(path)
+    # not inheritable across exec (Python's default, O_CLOEXEC); fork is handled below
     fd = os.open(jpath, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -324,7 +333,37 @@ def _lock_writer(path: Path) -> int:
             f"archive '{path}' is being written by another process (its journal "
             f"'{jpath}' is locked)"
         ) from None
+    st = os.fstat(fd)
+    _WRITER_LOCKS[fd] = (st.st_dev, st.st_ino)
     return fd
+
+
+def _unlock_writer(fd: int) -> None:
+    """Release a lock taken by :func:`_lock_writer` (closing its descriptor).
+
+    A no-op in a forked child, whose copy was already closed at the fork."""
+    if _WRITER_LOCKS.pop(fd, None) is not None:
+        os.close(fd)
+
+
+def _drop_inherited_locks() -> None:
+    """Close, in a child just made by ``fork``, the writer locks it inherited.
+
+    An ``flock`` belongs to the open file description, which ``fork`` shares: a worker
+    that kept its copy would hold the archive's lock after its driver was killed, and a
+    resume would fail until the worker was found and killed by hand. Closing the copy
+    leaves the parent's lock in place (only ``LOCK_UN`` or the last close releases it).
+    A descriptor that no longer refers to its journal (closed by hand and reused) is left
+    alone."""
+    for fd, ident in list(_WRITER_LOCKS.items()):
+        with contextlib.suppress(OSError):
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == ident:
+                os.close(fd)
+    _WRITER_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def _journal_path(path: Path) -> Path:
@@ -482,7 +521,7 @@ class RunArchive:
                 self.fold(force=True)
         finally:
             fd, self._fd = self._fd, None
-            os.close(fd)  # releases the flock
+            _unlock_writer(fd)  # releases the flock
 
     def __enter__(self) -> RunArchive:
         return self
@@ -764,7 +803,7 @@ class StudyWriter:
         self._close_log()
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            os.close(fd)
+            _unlock_writer(fd)
 
     def _close_log(self) -> None:
         if self._log_fd is not None:

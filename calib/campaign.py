@@ -6,15 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from ._validation import as_real_array
+
 __all__ = ["Campaign"]
-
-
-def _as_float_array(value: Any, what: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be an array of numbers, got {type(value).__name__}") from None
-    return arr
 
 
 class Campaign:
@@ -37,7 +31,12 @@ class Campaign:
     ------
     ValueError
         No rows, rows of ``x`` and ``y`` that disagree, NaN or inf in ``x``, inf in ``y``,
-        no observed value at all, or a ``noise_sd`` that is not finite and positive.
+        no observed value at all, a ``noise_sd`` that is not finite and positive, complex
+        values (the imaginary part is never dropped silently), arrays of more than two
+        dimensions, or ragged rows.
+    TypeError
+        Strings, ``None`` or other non-numbers in ``x``, ``y`` or ``noise_sd`` (``NaN``,
+        not ``None``, marks a missing value of ``y``).
     """
 
     def __init__(self, name: str, x: Any = None, y: Any = None, noise_sd: Any = None):
@@ -46,19 +45,21 @@ class Campaign:
         self.name = name
         if y is None:
             raise ValueError(f"Campaign '{name}': y is required, got None")
-        y = _as_float_array(y, f"Campaign '{name}': y")
+        y = as_real_array(y, f"Campaign '{name}': y")
         if y.ndim == 0:
             y = y.reshape(1)
         if y.ndim > 2:
             raise ValueError(f"Campaign '{name}': y must be 1-D or 2-D, got shape {y.shape}")
-        if y.shape[0] == 0 or y.size == 0:
+        if y.shape[0] == 0:
             raise ValueError(f"Campaign '{name}': y has no rows")
+        if y.size == 0:
+            raise ValueError(f"Campaign '{name}': y has shape {y.shape}: no columns")
         if np.isinf(y).any():
             raise ValueError(f"Campaign '{name}': y contains inf (use NaN for a missing value)")
         if np.isnan(y).all():
             raise ValueError(f"Campaign '{name}': y has no observed value (all NaN)")
         if x is not None:
-            x = _as_float_array(x, f"Campaign '{name}': x")
+            x = as_real_array(x, f"Campaign '{name}': x")
             if x.ndim == 1:
                 x = x.reshape(-1, 1)
             if x.ndim != 2:
@@ -73,10 +74,12 @@ class Campaign:
         self.x = x
         self.y = y
         if noise_sd is not None:
-            noise_sd = _as_float_array(noise_sd, f"Campaign '{name}': noise_sd")
-            if not (np.isfinite(noise_sd).all() and (noise_sd > 0).all()):
+            noise_sd = as_real_array(noise_sd, f"Campaign '{name}': noise_sd")
+            bad = ~(np.isfinite(noise_sd) & (noise_sd > 0))
+            if bad.any():
                 raise ValueError(
-                    f"Campaign '{name}': noise_sd must be finite and > 0, got {noise_sd!r}"
+                    f"Campaign '{name}': noise_sd must be finite and > 0, got "
+                    f"{int(bad.sum())} value(s) that are not (first: {float(noise_sd[bad][0])})"
                 )
             if noise_sd.ndim > 2:
                 raise ValueError(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
+from ._validation import as_real_array
 from .parameters import Parameter
 
 __all__ = ["Design", "latin_hypercube", "sobol", "grid", "design_bounds"]
@@ -53,6 +55,14 @@ class Design:
         The seed it was made with.
     bounds : ndarray of shape (p + q, 2)
         The box the design fills (NaN for a design given as a plain array).
+
+    Raises
+    ------
+    ValueError
+        An array of the wrong shape, with no rows, with NaN, inf or complex values, or
+        duplicated names.
+    TypeError
+        An array of strings or other non-numbers, or names that are not strings.
     """
 
     names: tuple[str, ...]
@@ -63,14 +73,28 @@ class Design:
     bounds: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        arr = np.array(self.array, dtype=float)
+        if isinstance(self.names, str) or not all(isinstance(n, str) for n in self.names):
+            raise TypeError(
+                f"Design: names must be a sequence of column names (str), got {self.names!r}"
+            )
+        if len(set(self.names)) != len(tuple(self.names)):
+            raise ValueError(f"Design: names has duplicates: {tuple(self.names)}")
+        arr = as_real_array(self.array, "Design: array")  # a copy: the design owns it
         if arr.ndim != 2 or arr.shape[1] != len(self.names):
             raise ValueError(
                 f"Design: array must have shape (n, {len(self.names)}) for columns "
                 f"{self.names}, got shape {np.shape(self.array)}"
             )
+        if arr.shape[0] == 0:
+            raise ValueError(
+                f"Design: array has no rows (shape {arr.shape}); a design needs at least one run"
+            )
         if not np.isfinite(arr).all():
-            raise ValueError("Design: array must be finite, got NaN or inf entries")
+            rows = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+            raise ValueError(
+                f"Design: array must be finite, got NaN or inf in {rows.size} row(s) "
+                f"(first: row {rows[0]})"
+            )
         if not 0 <= self.n_inputs <= len(self.names):
             raise ValueError(
                 f"Design: n_inputs must be in [0, {len(self.names)}], got {self.n_inputs}"
@@ -120,10 +144,13 @@ class Design:
         Raises
         ------
         ValueError
-            If the array does not have ``p + q`` columns.
+            If the array does not have ``p + q`` columns, has no rows, holds NaN, inf or
+            complex values.
+        TypeError
+            If it holds strings or other non-numbers.
         """
         names = _columns(simulator)
-        arr = np.asarray(array, dtype=float)
+        arr = as_real_array(array, "design")
         if arr.ndim == 1 and len(names) == 1:
             arr = arr[:, None]
         if arr.ndim != 2 or arr.shape[1] != len(names):
@@ -131,6 +158,8 @@ class Design:
                 f"design: expected an array of shape (n, {len(names)}) with columns {names}, "
                 f"got shape {arr.shape}"
             )
+        if arr.shape[0] == 0:
+            raise ValueError(f"design: has no rows (shape {arr.shape}); expected at least one run")
         return cls(names, arr, len(simulator.input_names), "array")
 
     def __repr__(self) -> str:
@@ -240,9 +269,12 @@ def design_bounds(
     for name in input_names:
         b = x_bounds[name]
         try:
-            lo, hi = (float(v) for v in b)
+            lo, hi = b
         except (TypeError, ValueError):
             raise ValueError(f"x_bounds['{name}']: expected (lower, upper), got {b!r}") from None
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (lo, hi)):
+            raise TypeError(f"x_bounds['{name}']: expected (lower, upper) as numbers, got {b!r}")
+        lo, hi = float(lo), float(hi)
         if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
             raise ValueError(
                 f"x_bounds['{name}']: expected finite lower <= upper, got ({lo}, {hi})"

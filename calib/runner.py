@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import hashlib
 import inspect
 import math
+import multiprocessing as mp
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -170,6 +173,62 @@ def _is_dask_client(obj: Any) -> bool:
     return type(obj).__module__.split(".")[0] == "distributed" and hasattr(obj, "submit")
 
 
+#: prctl(2) option: the signal a process gets when the thread that made it exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def _watch_parent(parent: int, interval: float = 1.0) -> None:
+    """Exit this process (``os._exit``) once ``parent`` is no longer its parent.
+
+    The portable fallback of :func:`_worker_init` where ``prctl`` is not available: a
+    daemon thread polls :func:`os.getppid` (an orphan is adopted by init or a subreaper).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="calib-parent-watch", daemon=True).start()
+
+
+def _worker_init(driver: int, forked: bool) -> None:
+    """Initializer of the local worker processes: a worker dies with its driver.
+
+    A driver killed outright (SIGKILL, as the OOM killer does) runs no cleanup, and its
+    workers, blocked reading their task queue (whose write end each of them also holds),
+    would live on. On Linux the kernel sends a worker SIGKILL when the thread that forked
+    it exits (``prctl(PR_SET_PDEATHSIG)``; :func:`run_design` starts and closes its pool
+    in the calling thread); elsewhere a thread watches the parent's pid. A driver that
+    died before this ran is caught by the parent check that follows.
+
+    (The archive's writer lock is not held here: :mod:`calib.archive` closes a forked
+    child's copy at the fork.)
+    """
+    parent = os.getppid()
+    armed = False
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    if forked and os.getppid() != driver:
+        os._exit(1)  # the driver died between the fork and the prctl
+    if not armed:
+        _watch_parent(parent)
+
+
+def _local_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """A process pool whose workers die with this process."""
+    ctx = mp.get_context()
+    forked = ctx.get_start_method() == "fork"
+    return cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(os.getpid(), forked),
+    )
+
+
 class _Backend:
     """Uniform submit / wait over concurrent.futures and Dask."""
 
@@ -179,7 +238,7 @@ class _Backend:
         self._completed: Any = None
         self.in_process = False
         if executor is None:
-            self.executor = cf.ProcessPoolExecutor(max_workers=os.cpu_count() or 1)
+            self.executor = _local_pool(os.cpu_count() or 1)
             self.owned = True
         elif isinstance(executor, str):
             if executor == "serial":
@@ -231,7 +290,7 @@ class _Backend:
         workers = self.workers
         with contextlib.suppress(Exception):
             self.executor.shutdown(wait=False, cancel_futures=True)
-        self.executor = cf.ProcessPoolExecutor(max_workers=workers)
+        self.executor = _local_pool(workers)
         return True
 
     def close(self) -> None:
@@ -448,7 +507,8 @@ def run_design(
     design : Design or array of shape (n, p + q)
         Rows of control inputs then parameters, in the simulator's name order.
     executor : None, "serial", Executor, distributed.Client or str
-        ``None``: a process pool with one worker per core. ``"serial"``: in this thread.
+        ``None``: a process pool with one worker per core, whose workers die with this
+        process even when it is killed outright. ``"serial"``: in this thread.
         Any :class:`concurrent.futures.Executor`. A Dask ``distributed.Client``, or the
         address of a Dask scheduler (``"tcp://host:8786"``; needs ``calib[dask]``).
     archive : path or RunArchive, optional

@@ -35,6 +35,9 @@ KEEP = ("failed", "all", "none")
 #: Placeholders available besides the input and parameter names.
 RESERVED = ("input_file", "workdir")
 
+#: Characters of the program's stdout quoted in the message of an unparsable output.
+EXCERPT = 200
+
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eEdD][-+]?\d+)?|[-+]?(?:nan|inf)", re.I)
 
 
@@ -66,20 +69,67 @@ def _names(value: Sequence[str] | str | None, what: str) -> tuple[str, ...]:
 
 
 def _placeholders(text: str, allowed: tuple[str, ...], where: str) -> None:
-    """Check that every ``{name}`` in ``text`` is one of ``allowed``."""
+    """Check every placeholder of ``text`` now, so that rendering cannot fail in a run.
+
+    A placeholder must name one of ``allowed`` (no attribute or index access), its format
+    spec must be literal (``{k:{x}}`` would take its spec from another value: 2.7 rendered
+    with the spec ``"1.0"`` is ``"3"``) and must format the value it will be given: a
+    float for inputs and parameters, a path for :data:`RESERVED` names (``{k:d}`` fails on
+    a float).
+    """
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+        fields = [
+            (f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text) if f is not None
+        ]
     except ValueError as exc:
         raise ValueError(
             f"CommandSimulator: {where} is not a valid template ({exc}); write literal "
             f"braces as '{{{{' and '}}}}'"
         ) from None
-    for f in fields:
+    for f, spec, conv in fields:
         if f not in allowed:
             raise ValueError(
                 f"CommandSimulator: {where} names unknown placeholder {{{f}}}; expected one "
                 f"of {allowed}"
             )
+        shown = "{" + f + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+        if "{" in spec or "}" in spec:
+            raise ValueError(
+                f"CommandSimulator: {where} has a nested format spec in {shown}; a spec must "
+                f"be literal, such as {{{f}:.6g}}"
+            )
+        if conv not in (None, "r", "s", "a"):
+            raise ValueError(
+                f"CommandSimulator: {where} has an unknown conversion !{conv} in {shown}; "
+                f"expected !r, !s or !a"
+            )
+        sample: Any = "run-dir" if f in RESERVED else 2.5
+        if conv is not None:
+            sample = {"r": repr, "s": str, "a": ascii}[conv](sample)
+        try:
+            format(sample, spec)
+        except (ValueError, TypeError) as exc:
+            kind = "a path" if f in RESERVED else "a float value"
+            hint = (
+                f"{{{f}}}" if f in RESERVED else f"{{{f}:.6g}} (or {{{f}:.0f}} for a whole number)"
+            )
+            raise ValueError(
+                f"CommandSimulator: {where} cannot render {shown}: the spec {spec!r} does not "
+                f"format {kind} ({exc}); use e.g. {hint}"
+            ) from None
+
+
+def _inside(name: str, what: str) -> str:
+    """``name`` as a path relative to the run directory that cannot leave it."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"CommandSimulator: {what} must be a non-empty path, got {name!r}")
+    path = Path(name)
+    if path.is_absolute() or name.startswith("~") or ".." in path.parts:
+        raise ValueError(
+            f"CommandSimulator: {what} must be a path inside the run directory (relative, "
+            f"without '..'), got {name!r}"
+        )
+    return name
 
 
 def _resolve(program: str) -> str:
@@ -117,13 +167,18 @@ class CommandSimulator:
         Names of the control inputs, parameters and outputs.
     template : str, optional
         Text of the input file, with ``{name}`` or ``{name:.6e}`` placeholders (Python
-        format syntax; literal braces are written ``{{`` and ``}}``).
+        format syntax; literal braces are written ``{{`` and ``}}``). Every placeholder is
+        checked now: a known name, a literal spec (no ``{k:{x}}``) that formats a float
+        (``{k:d}`` does not: write ``{k:.0f}``).
     template_file : path, optional
         Read the template from this file instead.
     input_file : str
         Name of the rendered input file in the run's directory.
     output : str
-        ``"stdout"``, or the name of the file the program writes in its directory.
+        ``"stdout"``, or the path of the file the program writes, relative to its run
+        directory: absolute paths, ``..`` and symbolic links that lead out of the run
+        directory are refused. An error message quotes the tail of the program's stdout
+        and stderr, never the text of an output file.
     format : {"numbers", "csv", "json"}
         ``"numbers"``: every number in the text, in order (there must be ``m``).
         ``"csv"``: a header row; the values of the last row in the ``output_names``
@@ -151,8 +206,9 @@ class CommandSimulator:
     Raises
     ------
     ValueError, TypeError, FileNotFoundError
-        At construction, for an unknown placeholder, a program that does not exist or a
-        bad option: nothing is run before the configuration is known to be complete.
+        At construction, for an unknown placeholder or a format spec it cannot render, a
+        program that does not exist, an output path outside the run directory or a bad
+        option: nothing is run before the configuration is known to be complete.
 
     Examples
     --------
@@ -219,7 +275,12 @@ class CommandSimulator:
                 )
             _placeholders(template, allowed, "template")
         self.template = template
-        if not isinstance(input_file, str) or not input_file or Path(input_file).name != input_file:
+        if (
+            not isinstance(input_file, str)
+            or not input_file
+            or Path(input_file).name != input_file
+            or input_file == ".."
+        ):
             raise ValueError(
                 f"CommandSimulator: input_file must be a plain file name, got {input_file!r}"
             )
@@ -228,7 +289,9 @@ class CommandSimulator:
             raise ValueError(
                 f"CommandSimulator: output must be 'stdout' or a file name, got {output!r}"
             )
-        self.output = output
+        # read only inside the run directory: an output path elsewhere would read (and
+        # quote into error messages) whatever file it names
+        self.output = output if output == "stdout" else _inside(output, "output")
         if parser is None and format not in FORMATS:
             raise ValueError(f"CommandSimulator: format must be one of {FORMATS}, got {format!r}")
         if parser is not None and not callable(parser):
@@ -270,8 +333,14 @@ class CommandSimulator:
         Raises
         ------
         OutputError
-            When the text does not hold the ``m`` outputs in the configured format.
+            When the text does not hold the ``m`` outputs in the configured format; the
+            message may quote the parser's complaint about ``text``.
         """
+        return self._parse(text, "output", quote=True)
+
+    def _parse(self, text: str, what: str, quote: bool) -> np.ndarray:
+        """:meth:`parse`, where ``quote=False`` keeps every part of ``text`` out of the
+        error message (an output file: only the program's stdout and stderr are quoted)."""
         m = len(self.output_names)
         try:
             if self.parser is not None:
@@ -281,37 +350,45 @@ class CommandSimulator:
                     float(t.replace("d", "e").replace("D", "e")) for t in _NUMBER.findall(text)
                 ]
             elif self.format == "csv":
-                values = self._parse_csv(text)
+                values = self._parse_csv(text, quote)
             else:
                 values = self._parse_json(text)
             y = np.asarray(values, dtype=float).ravel()
-        except OutputError:
-            raise
         except Exception as exc:  # noqa: BLE001 - any parser failure is an output error
             raise OutputError(
-                f"output could not be parsed as {self.parser or self.format!r}: "
-                f"{type(exc).__name__}: {exc}; output tail: {_tail(text, 300)!r}"
+                f"{what} could not be parsed as {self.parser or self.format!r}: "
+                f"{self._reason(exc, quote)}"
             ) from None
         if y.size != m:
-            raise OutputError(
-                f"output holds {y.size} values, expected {m} ({self.output_names}); output "
-                f"tail: {_tail(text, 300)!r}"
-            )
+            raise OutputError(f"{what} holds {y.size} values, expected {m} ({self.output_names})")
         return y
 
-    def _parse_csv(self, text: str) -> list[float]:
+    def _reason(self, exc: Exception, quote: bool) -> str:
+        """Why parsing failed, without quoting the text unless ``quote``."""
+        if isinstance(exc, json.JSONDecodeError):
+            return f"JSONDecodeError: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        if self.parser is None and isinstance(exc, OutputError):
+            return str(exc)  # the built-in formats' own messages quote only when asked
+        if self.parser is None and isinstance(exc, KeyError):
+            return f"no key {exc.args[0]!r}"  # one of ours: an output name or a part of key
+        if quote:
+            return f"{type(exc).__name__}: {_tail(str(exc), EXCERPT)}"
+        return f"{type(exc).__name__} (its message is not shown: it may quote the file)"
+
+    def _parse_csv(self, text: str, quote: bool = True) -> list[float]:
         rows = [r for r in csv.reader(io.StringIO(text)) if r]
         if len(rows) < 2:
             raise OutputError(f"CSV output needs a header and a data row, got {len(rows)} rows")
         header = [h.strip() for h in rows[0]]
+        columns = f"; columns: {_tail(str(header), EXCERPT)}" if quote else ""
         if self.key is not None:
             if self.key not in header:
-                raise OutputError(f"CSV output has no column {self.key!r}; columns: {header}")
+                raise OutputError(f"CSV output has no column {self.key!r}{columns}")
             j = header.index(self.key)
             return [float(r[j]) for r in rows[1:]]
         missing = [n for n in self.output_names if n not in header]
         if missing:
-            raise OutputError(f"CSV output has no column(s) {missing}; columns: {header}")
+            raise OutputError(f"CSV output has no column(s) {missing}{columns}")
         last = rows[-1]
         return [float(last[header.index(n)]) for n in self.output_names]
 
@@ -325,16 +402,25 @@ class CommandSimulator:
 
     # ------------------------------------------------------------------ running
     def _values(self, x: np.ndarray, theta: np.ndarray) -> dict[str, float]:
-        x = np.asarray(x, dtype=float).reshape(len(self.input_names))
-        theta = np.asarray(theta, dtype=float).reshape(len(self.parameter_names))
-        # Python floats: '{E}' renders the shortest repr that round-trips exactly
-        return dict(
-            zip(
-                self.input_names + self.parameter_names,
-                [float(v) for v in np.concatenate([x, theta])],
-                strict=True,
+        names = self.input_names + self.parameter_names
+        x, theta = np.asarray(x, dtype=float), np.asarray(theta, dtype=float)
+        if x.size != len(self.input_names) or theta.size != len(self.parameter_names):
+            raise ValueError(
+                f"CommandSimulator: expected x of {len(self.input_names)} value(s) "
+                f"{self.input_names} and theta of {len(self.parameter_names)} "
+                f"{self.parameter_names}, got shapes {x.shape} and {theta.shape}"
             )
-        )
+        # Python floats: '{E}' renders the shortest repr that round-trips exactly
+        values = dict(zip(names, [float(v) for v in np.concatenate([x.ravel(), theta.ravel()])]))
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            # rendered, they would read 'nan', 'inf' or '-inf': text a program may take
+            # for a number, a word or (with the minus) an option
+            raise ValueError(
+                f"CommandSimulator: {', '.join(f'{k}={v}' for k, v in bad.items())} is not "
+                f"finite; a command is run with finite values only (nothing was run)"
+            )
+        return values
 
     def run(self, x: np.ndarray, theta: np.ndarray, timeout: float | None = None) -> np.ndarray:
         """One run in a fresh directory: ``x (p,)``, ``theta (q,)`` -> ``(m,)``.
@@ -346,10 +432,14 @@ class CommandSimulator:
 
         Raises
         ------
+        ValueError
+            A value of ``x`` or ``theta`` is NaN or inf, or their sizes are wrong (nothing
+            is run).
         CommandTimeout
             The program ran past the timeout (it was killed).
         SimulatorError
-            The program exited non-zero or could not be started.
+            The program exited non-zero or could not be started, or its output file is a
+            symbolic link leading out of the run directory.
         OutputError
             Its output could not be parsed.
         """
@@ -405,20 +495,36 @@ class CommandSimulator:
                     f"command {Path(argv[0]).name} {how}{self._where(rundir)}; stderr tail: "
                     f"{_tail(err, self.stderr_tail)!r}"
                 )
+            stderr = f"stderr tail: {_tail(err, self.stderr_tail)!r}"
             if self.output == "stdout":
                 text = out.decode(errors="replace")
+                try:
+                    y = self._parse(text, "output", quote=True)
+                except OutputError as exc:
+                    raise OutputError(
+                        f"{exc}{self._where(rundir)}; stdout tail (last {EXCERPT} "
+                        f"characters): {_tail(text, EXCERPT)!r}; {stderr}"
+                    ) from None
             else:
                 path = rundir / self.output
+                name = Path(argv[0]).name
+                # the output must be the program's own file: a symbolic link leading out of
+                # the run directory is not followed (nor is any of its text quoted)
+                if not path.resolve().is_relative_to(rundir.resolve()):
+                    raise SimulatorError(
+                        f"command {name}: output {self.output!r} leads outside the run "
+                        f"directory (a symbolic link); it was not read{self._where(rundir)}"
+                    )
                 if not path.is_file():
                     raise OutputError(
-                        f"command {Path(argv[0]).name} wrote no output file {self.output!r}"
-                        f"{self._where(rundir)}; stderr tail: {_tail(err, self.stderr_tail)!r}"
+                        f"command {name} wrote no output file {self.output!r}"
+                        f"{self._where(rundir)}; {stderr}"
                     )
                 text = path.read_text(errors="replace")
-            try:
-                y = self.parse(text)
-            except OutputError as exc:
-                raise OutputError(f"{exc}{self._where(rundir)}") from None
+                try:
+                    y = self._parse(text, f"output file {self.output!r}", quote=False)
+                except OutputError as exc:
+                    raise OutputError(f"{exc}{self._where(rundir)}; {stderr}") from None
             ok = True
             return y
         finally:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from calib.archive import SCHEMA_VERSION, ArchiveError, RunArchive, read_meta, read_runs
+from calib.archive import (
+    SCHEMA_VERSION,
+    ArchiveError,
+    RunArchive,
+    RunsRecord,
+    read_meta,
+    read_runs,
+)
 from calib.design import Design
 from calib.runner import run_design
 from simulators import FunctionSimulator
@@ -81,6 +91,95 @@ def test_sigkill_at_random_moments_never_loses_a_finished_run(tmp_path):
     # the test is only meaningful if kills landed while runs were being finished
     assert partial >= 3
     assert read_runs(h5).attempts.max() == 1
+
+
+def _state(pid: int) -> tuple[str, int] | None:
+    """``(state, parent pid)`` of a process from /proc, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def _alive(pid: int) -> bool:
+    # a zombie (dead, not yet reaped by whoever adopted it) holds nothing: not alive
+    st = _state(pid)
+    return st is not None and st[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(e) for e in os.listdir("/proc") if e.isdigit() and (_state(int(e)) or ("", 0))[1] == pid
+    ]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_of_the_driver_alone_takes_its_workers_and_frees_the_lock(tmp_path):
+    # the OOM killer kills the driver and nothing else: its pool workers used to live on,
+    # holding the archive's lock (inherited through fork), so that a resume failed until
+    # they were found and killed by hand
+    n = 400
+    h5, counter = tmp_path / "study.h5", tmp_path / "calls.txt"
+    proc = _start(h5, counter, n)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_calls(counter)) < 10 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        workers = _children(proc.pid)
+        assert workers, "the driver has no worker processes"
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone, not its process group
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert not [w for w in workers if _alive(w)], f"workers {workers} outlived the driver"
+        finished = _ok_rows(h5)
+        assert len(finished) < n
+        before = len(_calls(counter))
+
+        def model(x, t):
+            with open(counter, "a") as fh:
+                fh.write(f"{int(t[0])}\n")
+            return [2.0 * t[0], t[0] ** 2]
+
+        sim = FunctionSimulator(model, (), ("k",), ("double", "square"))
+        design = Design(("k",), np.arange(float(n))[:, None], 0)
+        runs = run_design(sim, design, executor="serial", archive=h5, progress=False)
+        assert runs.counts["ok"] == n and _ok_rows(h5) == set(range(n))
+        assert not set(_calls(counter)[before:]) & finished, "finished runs were run again"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # survivors, if the test failed
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _sleep_when_started(started) -> None:
+    started.set()
+    time.sleep(60)
+
+
+def test_a_forked_child_does_not_hold_the_writer_lock(tmp_path):
+    # the lock belongs to the process that took it: a child forked while it was held (a
+    # process-pool worker) must not keep the archive locked once that process lets go
+    h5 = tmp_path / "s.h5"
+    writer = RunArchive(h5)
+    writer.open(RunsRecord.new((), ("k",), ("y",), _design().array, _design().fingerprint()))
+    ctx = multiprocessing.get_context("fork")
+    started = ctx.Event()
+    child = ctx.Process(target=_sleep_when_started, args=(started,))
+    child.start()
+    try:
+        assert started.wait(30)  # the child is past the fork and its at-fork handlers
+        writer.close()
+        runs = run_design(_sim(), _design(), executor="serial", archive=h5, progress=False)
+        assert runs.counts["ok"] == 5
+        assert child.is_alive()  # the lock was free while the child lived
+    finally:
+        child.kill()
+        child.join()
 
 
 def _sim() -> FunctionSimulator:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -231,3 +235,47 @@ def test_auto_chunks_grow_for_fast_simulators_and_stay_single_for_slow_ones():
             slow, Design(("a",), np.arange(6.0)[:, None], 0), executor=pool, progress=False
         )
     assert runs.counts["ok"] == 6 and pool.tasks == 6
+
+
+def test_watch_parent_ends_a_worker_whose_parent_is_killed():
+    # the fallback of the workers' initializer where prctl(PR_SET_PDEATHSIG) is missing
+    # (not Linux): a middle process starts a watching child, then is SIGKILLed
+    root = Path(__file__).resolve().parents[2]
+    child = (
+        "import os, time; from calib.runner import _watch_parent; "
+        "_watch_parent(os.getppid(), 0.02); print('watching', flush=True); time.sleep(60)"
+    )
+    middle = (
+        "import subprocess, sys, time; "
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE); "
+        "print(p.pid, p.stdout.readline().decode().strip(), flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", middle],
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        start_new_session=True,
+    )
+    try:
+        pid, word = proc.stdout.readline().split()
+        assert word == b"watching"
+        pid = int(pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)  # an unreaped zombie still answers: see /proc below
+            except ProcessLookupError:
+                break
+            if sys.platform.startswith("linux"):
+                with contextlib.suppress(FileNotFoundError):
+                    if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+            time.sleep(0.01)
+        else:
+            pytest.fail(f"the watching process {pid} outlived its parent")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stdout.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calib.archive import read_runs
 from calib.design import Design
 from calib.interfaces import SimulatorError
 from calib.runner import run_design
@@ -144,3 +145,138 @@ def test_bad_configuration_is_refused_before_running(solver):
         _sim(solver, format="xml")
     with pytest.raises(ValueError, match="literal braces"):
         _sim(solver, template="a = {")
+
+
+PLACEHOLDERS = [
+    # (where, text, message): each was accepted, and rendered wrongly or failed in a run
+    ("template", "E = {E:{load}}\n", r"template has a nested format spec in \{E:\{load\}\}"),
+    ("argument", "{E:{case}}", r"command\[3\] '\{E:\{case\}\}' has a nested format spec"),
+    ("template", "case = {case:d}\n",
+     r"template cannot render \{case:d\}: the spec 'd' does not format a float value .*"
+     r"use e\.g\. \{case:\.6g\} \(or \{case:\.0f\} for a whole number\)"),
+    ("argument", "--E={E:d}", r"command\[3\] '--E=\{E:d\}' cannot render \{E:d\}.*\{E:\.6g\}"),
+    ("argument", "{E:x}", r"cannot render \{E:x\}: the spec 'x' does not format a float"),
+    ("argument", "{input_file:.3f}", r"cannot render \{input_file:\.3f\}.*does not format a path"),
+    ("argument", "{E!x}", r"unknown conversion !x in \{E!x\}; expected !r, !s or !a"),
+    ("argument", "{E.real}", r"names unknown placeholder \{E\.real\}"),
+    ("template", "E = {E[0]}", r"template names unknown placeholder \{E\[0\]\}"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("where, text, message", PLACEHOLDERS)
+def test_placeholders_and_format_specs_are_checked_at_construction(solver, where, text, message):
+    kw = {"template": text} if where == "template" else {}
+    command = [str(solver), "{input_file}", "stdout"] + ([text] if where == "argument" else [])
+    with pytest.raises(ValueError, match=message) as info:
+        CommandSimulator(command, ("load", "case"), ("E",), ("tip", "root"), **kw)
+    assert str(info.value).startswith("CommandSimulator: ")
+
+
+def test_accepted_specs_render_as_written(tmp_path):
+    # what the check lets through renders without error: a spec of a float, a conversion
+    prog = "import sys; print(' '.join(sys.argv[1:]))"
+    sim = CommandSimulator(
+        [sys.executable, "-c", prog, "{E:.3e}", "{E!r:>12}", "{n:.0f}", "{input_file}"],
+        ("n",),
+        ("E",),
+        ("a", "b", "c"),
+        template="",
+        parser=lambda text: [float(v) for v in text.split()[:3]],
+        workdir=tmp_path,
+    )
+    np.testing.assert_array_equal(sim.run([2.7], [2.1e11]), [2.1e11, 2.1e11, 3.0])
+
+
+def test_argv_separator_passes_through_and_negative_values_arrive_intact():
+    # '--' ends a program's options: a negative value after it cannot be read as one
+    prog = "import sys; print(int(sys.argv[1] == '--'), sys.argv[2], sys.argv[3].split('=')[1])"
+    sim = CommandSimulator(
+        [sys.executable, "-c", prog, "--", "{E}", "--k={k}"], (), ("E", "k"), ("sep", "E", "k")
+    )
+    np.testing.assert_array_equal(sim.run([], [-1.5, -2e-300]), [1.0, -1.5, -2e-300])
+
+
+@pytest.mark.parametrize("x, theta, message", [
+    ([np.nan, 0.0], [1.0], r"load=nan is not finite"),
+    ([1.0, 0.0], [np.inf], r"E=inf is not finite"),
+    ([-np.inf, 0.0], [-np.inf], r"load=-inf, E=-inf is not finite"),
+])  # fmt: skip
+def test_nan_and_inf_values_are_refused_before_running(solver, tmp_path, x, theta, message):
+    sim = _sim(solver, workdir=tmp_path, keep="all")
+    with pytest.raises(ValueError, match=f"^CommandSimulator: {message}.*nothing was run"):
+        sim.run(x, theta)
+    assert list(tmp_path.iterdir()) == []  # no run directory, no process
+
+
+SECRET = "API_KEY=sk-live-0123456789abcdef"
+
+
+@pytest.fixture
+def secret(tmp_path) -> Path:
+    """A file with a secret beside (outside) the run directories under tmp_path/runs."""
+    path = tmp_path / "secret.env"
+    path.write_text(f"{SECRET}\n")
+    (tmp_path / "runs").mkdir()
+    return path
+
+
+@pytest.mark.parametrize("output", ["/etc/passwd", "../secret.env", "sub/../../secret.env", "~/x"])
+def test_output_outside_the_run_directory_is_refused(solver, secret, output):
+    with pytest.raises(ValueError, match="output must be a path inside the run directory"):
+        _sim(solver, "file", output=output, workdir=secret.parent / "runs")
+
+
+def test_output_symlink_leading_out_is_not_read(secret):
+    # the program leaves a symbolic link to the secret where its output should be
+    link = "import os, sys; os.symlink(sys.argv[1], 'out.txt')"
+    sim = CommandSimulator(
+        [sys.executable, "-c", link, str(secret)], (), ("k",), ("y",), output="out.txt",
+        workdir=secret.parent / "runs",
+    )  # fmt: skip
+    with pytest.raises(SimulatorError, match="leads outside the run directory") as info:
+        sim.run([], [1.0])
+    assert not isinstance(info.value, OutputError)
+    assert "sk-live" not in str(info.value)
+    # nor does it reach the archive's error text
+    h5 = secret.parent / "s.h5"
+    runs = run_design(
+        sim, Design(("k",), [[1.0]], 0), executor="serial", archive=h5, progress=False
+    )
+    assert runs.status[0] == "error" and "leads outside" in runs.errors[0]
+    assert not any("sk-live" in e for e in read_runs(h5).error)
+
+
+@pytest.mark.parametrize("fmt, kw, reason", [
+    ("numbers", {}, r"output file 'out\.txt' holds \d+ values, expected 1 \(\('y',\)\) \("),
+    ("json", {}, r"output file 'out\.txt' could not be parsed as 'json': JSONDecodeError: "
+                 r"Expecting value at line 1 column 1 \("),
+    ("csv", {}, r"could not be parsed as 'csv': CSV output has no column\(s\) \['y'\] \("),
+    ("csv", {"key": "y"}, r"could not be parsed as 'csv': CSV output has no column 'y' \("),
+    ("numbers", {"parser": lambda text: float(text)},
+     r"could not be parsed as .*ValueError \(its message is not shown: it may quote the file\)"),
+])  # fmt: skip
+def test_errors_never_quote_an_output_file(secret, fmt, kw, reason):
+    # the program writes a secret into its own output file, and one line on stderr
+    text = f"{SECRET},z\n1,2\n"
+    prog = (
+        f"import sys; open('out.txt', 'w').write({text!r}); print('solver: done', file=sys.stderr)"
+    )
+    sim = CommandSimulator(
+        [sys.executable, "-c", prog], (), ("k",), ("y",), output="out.txt", format=fmt,
+        workdir=secret.parent / "runs", **kw,
+    )  # fmt: skip
+    with pytest.raises(OutputError, match=reason) as info:
+        sim.run([], [1.0])
+    msg = str(info.value)
+    assert "sk-live" not in msg and "API_KEY" not in msg
+    assert "stderr tail: 'solver: done'" in msg  # the program's own stderr is quoted
+
+
+def test_stdout_is_quoted_as_a_short_labelled_tail(tmp_path):
+    prog = "print('A' * 5000 + ' the end')"
+    sim = CommandSimulator([sys.executable, "-c", prog], (), ("k",), ("y",), workdir=tmp_path)
+    with pytest.raises(OutputError, match="holds 0 values") as info:
+        sim.run([], [1.0])
+    msg = str(info.value)
+    assert "stdout tail (last 200 characters): '…" in msg and msg.endswith("stderr tail: ''")
+    assert "A" * 190 + " the end" in msg and "A" * 200 not in msg
