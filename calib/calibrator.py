@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._device import resolve_device
 from .campaign import Campaign
 from .discrepancy import Discrepancy
 from .forward import make_forward
@@ -64,11 +65,20 @@ class Calibrator:
     input_names, output_coords : optional
         For an emulator, which carries no names: the control inputs' names (default
         ``x0, x1, ...``) and the outputs' coordinates. Ignored for a simulator, which has its own.
+    device : {"cpu", "cuda", "cuda:<index>"} or torch.device
+        Where the log-posterior, its gradient, the δ draws and the predictions are computed
+        (float64 either way; docs/gpu.md says when a GPU pays). An emulator computes there
+        too: if it lives elsewhere, a copy is rebuilt on this device from its state (the
+        emulator given is unchanged and is what an archive records). A simulator (direct
+        mode) still runs on the CPU. The sampler's arrays stay NumPy on the CPU. A run-time
+        choice: archives do not record it, and a loaded study computes on the CPU.
 
     Raises
     ------
     ValueError, TypeError
         With the argument, what was expected and what was given, before any computation.
+    RuntimeError
+        If ``device`` asks for CUDA and CUDA is not available (or not that device).
 
     Examples
     --------
@@ -88,7 +98,9 @@ class Calibrator:
         noise_prior: Prior | None = None,
         input_names: Sequence[str] | None = None,
         output_coords: np.ndarray | None = None,
+        device: str | torch.device | None = "cpu",
     ):
+        device = resolve_device(device)
         emulator = is_emulator(model)
         if not emulator and not callable(getattr(model, "run", None)):
             raise TypeError(
@@ -182,8 +194,9 @@ class Calibrator:
         self.noise = noise
         self.input_names = in_names
         self.output_names = out_names
+        self.device = device
         self.model = Model(
-            make_forward(model),
+            make_forward(model, device),
             ordered,
             cnames,
             [s[0] for s in shaped],
@@ -195,6 +208,7 @@ class Calibrator:
             noise,
             hyperpriors,
             noise_prior,
+            device=device,
         )
 
     @staticmethod
@@ -241,8 +255,9 @@ class Calibrator:
     def log_posterior(self, U: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """The batched log-posterior: ``(n_walkers, n_dim) -> (n_walkers,)``.
 
-        A NumPy array gives NumPy (no gradient); a torch tensor gives a torch tensor that
-        autograd can differentiate. Walkers whose forward model fails get ``-inf`` and a
+        A NumPy array gives NumPy (no gradient); a torch tensor, on any device, gives a
+        torch tensor on that device that autograd can differentiate (computed on
+        :attr:`device`). Walkers whose forward model fails get ``-inf`` and a
         :class:`~calib.likelihood.SimulatorWarning` with the count.
         """
         if isinstance(U, torch.Tensor):
@@ -345,5 +360,7 @@ class Calibrator:
         return (
             f"Calibrator({type(self.model_object).__name__}, parameters={[p.name for p in self.parameters]}, "
             f"campaigns={[c.name for c in self.campaigns]}, discrepancy={self.discrepancy.mode!r}, "
-            f"noise={self.noise!r}, n_dim={self.n_dim})"
+            f"noise={self.noise!r}, n_dim={self.n_dim}"
+            + ("" if self.device.type == "cpu" else f", device={str(self.device)!r}")
+            + ")"
         )

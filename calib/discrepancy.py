@@ -175,15 +175,18 @@ class KernelOnDistances:
     kind : {"rbf", "matern52"}
     dsq : ndarray of shape (D, ...)
         Per-dimension squared differences (:func:`sq_dists`, block dimensions may follow).
+    device : torch.device or str, optional
+        Where the distances live (the device of the hyperparameters it will be given);
+        default the CPU.
     """
 
-    def __init__(self, kind: str, dsq: np.ndarray):
+    def __init__(self, kind: str, dsq: np.ndarray, device: torch.device | str | None = None):
         if kind not in KERNELS:
             raise ValueError(f"kind must be one of {KERNELS}, got {kind!r}")
         self.kind = kind
         self.shape = tuple(dsq.shape[1:])
         n = int(np.prod(self.shape))
-        flat = torch.as_tensor(dsq, dtype=torch.float64).reshape(dsq.shape[0], n)
+        flat = torch.as_tensor(dsq, dtype=torch.float64, device=device).reshape(dsq.shape[0], n)
         self.flat = -0.5 * flat if kind == "rbf" else flat  # (D, P)
 
     def __call__(self, log_scale: torch.Tensor, log_lengthscale: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,11 @@ The likelihood's hot path uses :meth:`EmulatorForward.predict`: the emulator for
 outputs that hold observations only (an emulator whose ``predict_torch`` takes
 ``outputs=`` computes only those; one that does not is asked for all and the observed ones
 are selected from its prediction).
+
+Device. Results are on the device of ``theta``. A simulator runs in NumPy whatever the
+device (its values cross to the device and back). An emulator computes on the
+calibration's device: :func:`emulator_on` gives it there, itself or a copy rebuilt from its
+state.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import torch
 
 from .interfaces import is_emulator
 
-__all__ = ["SimulatorForward", "EmulatorForward", "make_forward"]
+__all__ = ["SimulatorForward", "EmulatorForward", "emulator_on", "make_forward"]
 
 
 def _run_rows(sim, X: np.ndarray, Theta: np.ndarray) -> np.ndarray:
@@ -111,6 +116,8 @@ class EmulatorForward:
         W, n, _ = theta.shape
         Xt = torch.as_tensor(X, dtype=theta.dtype, device=theta.device).expand(W, n, -1)
         mean, cov = self.model.predict_torch(torch.cat([Xt, theta], dim=-1))
+        # the contract returns on the inputs' device; a plug-in that does not is moved here
+        mean, cov = mean.to(theta.device), cov.to(theta.device)
         failed = ~(torch.isfinite(mean).all(dim=-1).all(dim=-1))
         return mean, cov, failed
 
@@ -135,12 +142,14 @@ class EmulatorForward:
             except TypeError:  # a plug-in whose outputs= means something else
                 self.selects_outputs = False
             else:
+                mean, cov = mean.to(theta.device), cov.to(theta.device)
                 k = len(outputs)
                 if mean.shape[-1] == k and cov.shape[-3] == k:
                     return mean, cov
                 self.selects_outputs = False  # it predicted everything anyway
                 return self._select(mean, cov, outputs)
         mean, cov = self.model.predict_torch(inputs)
+        mean, cov = mean.to(theta.device), cov.to(theta.device)
         return (mean, cov) if outputs is None else self._select(mean, cov, outputs)
 
     def _select(self, mean: torch.Tensor, cov: torch.Tensor, outputs: Sequence[int]):
@@ -151,14 +160,74 @@ class EmulatorForward:
         return mean.index_select(-1, idx), cov.index_select(-3, idx)
 
 
-def _takes_outputs(fn) -> bool:
-    """Whether ``predict_torch`` has an ``outputs`` parameter (optional in the contract)."""
+def _takes(fn, name: str) -> bool:
+    """Whether ``fn`` has a parameter ``name`` that can be passed by keyword."""
     try:
-        par = inspect.signature(fn).parameters.get("outputs")
+        par = inspect.signature(fn).parameters.get(name)
     except (TypeError, ValueError):
         return False
     return par is not None and par.kind in (par.POSITIONAL_OR_KEYWORD, par.KEYWORD_ONLY)
 
 
-def make_forward(model) -> SimulatorForward | EmulatorForward:
-    return EmulatorForward(model) if is_emulator(model) else SimulatorForward(model)
+def _takes_outputs(fn) -> bool:
+    """Whether ``predict_torch`` has an ``outputs`` parameter (optional in the contract)."""
+    return _takes(fn, "outputs")
+
+
+def _device_of(emulator) -> torch.device | None:
+    """The device an emulator computes on, where it says (``device``; a basis emulator's
+    component GP ``gp_.device``), with ``cuda`` resolved to its index; else None."""
+    dev = getattr(emulator, "device", None)
+    if dev is None:
+        dev = getattr(getattr(emulator, "gp_", None), "device", None)
+    if dev is None:
+        return None
+    try:
+        dev = torch.device(dev)
+    except (RuntimeError, TypeError):
+        return None
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def emulator_on(emulator, device: torch.device):
+    """The emulator computing on ``device``: itself if it does already, else a copy.
+
+    The copy is rebuilt from its state with ``type(emulator).from_state_dict(
+    emulator.state_dict(), device=...)``, without retraining (calib's emulators predict
+    identically from their state); the emulator given is left as it is, on its own device,
+    and is the one a study archive records. An emulator that does not say where it
+    computes is taken to compute on the CPU, the contract's default.
+
+    Parameters
+    ----------
+    emulator : Emulator
+    device : torch.device
+        As resolved by :func:`calib._device.resolve_device`.
+
+    Raises
+    ------
+    ValueError
+        If a copy is needed and the emulator's ``from_state_dict`` takes no ``device=``.
+    """
+    own = _device_of(emulator)
+    if own == device or (own is None and device.type == "cpu"):
+        return emulator
+    rebuild = getattr(type(emulator), "from_state_dict", None)
+    if rebuild is None or not _takes(rebuild, "device"):
+        raise ValueError(
+            f"device={str(device)!r}: the emulator {type(emulator).__name__} computes on "
+            f"{'an unknown device' if own is None else str(own)} and cannot be copied to "
+            f"{device} (its from_state_dict takes no device= argument); fit it on {device}, "
+            f"or give the Calibrator device={'cpu' if own is None else str(own)!r}"
+        )
+    return rebuild(emulator.state_dict(), device=str(device))
+
+
+def make_forward(model, device: torch.device | None = None) -> SimulatorForward | EmulatorForward:
+    """The forward model of ``model`` (a simulator or an emulator) for a calibration on
+    ``device`` (default the CPU); an emulator is placed there by :func:`emulator_on`."""
+    if not is_emulator(model):
+        return SimulatorForward(model)
+    return EmulatorForward(emulator_on(model, torch.device("cpu") if device is None else device))

@@ -156,7 +156,8 @@ class _GaussianLogLik(torch.autograd.Function):
         if ctx.retried is not None:
             n = G.shape[-1]
             tr = torch.diagonal(G, dim1=-2, dim2=-1).sum(-1)  # (W, B)
-            G = G + (1e-6 * ctx.retried * tr / n)[..., None, None] * torch.eye(n, dtype=G.dtype)
+            eye = torch.eye(n, dtype=G.dtype, device=G.device)
+            G = G + (1e-6 * ctx.retried * tr / n)[..., None, None] * eye
         return G, -(alpha * g4).squeeze(-1), None
 
 
@@ -175,6 +176,10 @@ class Model:
     noise : one of NOISE_MODES
     hyperpriors : {parameter name or "noise": {"mean": Prior, "scale": Prior}}
     noise_prior : Prior or None
+    device : torch.device, optional
+        Where the model's constants live and its arithmetic runs (default the CPU; checked
+        by :func:`calib._device.resolve_device`). Its methods take tensors on any device and
+        return their results on the device of the tensor they were given.
     """
 
     def __init__(
@@ -191,7 +196,9 @@ class Model:
         noise: str,
         hyperpriors: dict[str, dict[str, Prior]],
         noise_prior: Prior | None = None,
+        device: torch.device | None = None,
     ):
+        self.device = torch.device("cpu") if device is None else torch.device(device)
         self.forward = forward
         self.parameters = list(parameters)
         self.campaign_names = list(campaign_names)
@@ -272,7 +279,7 @@ class Model:
                 j = self.obs_col[idx]
                 mask &= j[:, :, None] == j[:, None, :]
             # None when δ links every pair (one block, no pads, one output): skip the product
-            self._t_dmask = None if mask.all() else torch.as_tensor(mask, dtype=DTYPE)
+            self._t_dmask = None if mask.all() else self._tensor(mask, DTYPE)
 
         # ---------------------------------------------------------------- priors
         self.hyperpriors = {}
@@ -407,9 +414,12 @@ class Model:
                 _PriorGroup(
                     cols=[c for c, *_ in cols],
                     transform=StackedTransform(
-                        kind, [lo for _, lo, _, _ in cols], [hi for *_, hi, _ in cols]
+                        kind,
+                        [lo for _, lo, _, _ in cols],
+                        [hi for *_, hi, _ in cols],
+                        device=self.device,
                     ),
-                    log_prob=stack([pr for *_, pr in cols], inside=inside),
+                    log_prob=stack([pr for *_, pr in cols], inside=inside, device=self.device),
                     theta=is_theta,
                 )
             )
@@ -418,7 +428,7 @@ class Model:
         # the groups' columns as one split of U (one view per group and a single backward
         # node), after a permutation when a group's columns are not side by side
         order = [c for g in groups for c in g.cols]
-        self._prior_perm = None if order == list(range(self.n_dim)) else torch.as_tensor(order)
+        self._prior_perm = None if order == list(range(self.n_dim)) else self._tensor(order)
         self._prior_sizes = [len(g.cols) for g in groups]
 
         # θ (W, L, q) from the θ groups' outputs, concatenated in group order
@@ -429,7 +439,7 @@ class Model:
             s = self.slots[self.parameters[j].name]
             for l in range(self.L):
                 idx[l, k] = pos[s.start + (l if s.size > 1 else 0)]
-        self._t_theta_idx = torch.as_tensor(idx)
+        self._t_theta_idx = self._tensor(idx)
         # θ in group order, the same for every campaign: a view instead of a gather
         self._theta_view = bool((idx == np.arange(len(fixed))).all())
         partial = [j for j, prm in enumerate(self.parameters) if prm.pooling == "partial"]
@@ -442,28 +452,29 @@ class Model:
                 by_kind.setdefault(self.parameters[j].kind, []).append(k)
             kinds = [
                 (
-                    torch.as_tensor(ks),
+                    self._tensor(ks),
                     StackedTransform(
                         kind,
                         [self.parameters[partial[k]].lower for k in ks],
                         [self.parameters[partial[k]].upper for k in ks],
+                        device=self.device,
                     ),
                 )
                 for kind, ks in by_kind.items()
             ]
             order = fixed + [partial[k] for ks, _ in kinds for k in ks.tolist()]
             self._partial = {
-                "mu": torch.as_tensor([self.slots[f"{n}.mean"].start for n in names]),
-                "v": torch.as_tensor([self.slots[f"{n}.logscale"].start for n in names]),
-                "z": torch.as_tensor(
+                "mu": self._tensor([self.slots[f"{n}.mean"].start for n in names]),
+                "v": self._tensor([self.slots[f"{n}.logscale"].start for n in names]),
+                "z": self._tensor(
                     [[self.slots[f"{n}.z"].start + l for n in names] for l in range(self.L)]
                 ),
                 "kinds": kinds,
-                "perm": torch.as_tensor(np.argsort(order)),
+                "perm": self._tensor(np.argsort(order)),
             }
             c = [self.parameters[j].centered for j in partial]
             self._partial["centred"] = (
-                None if not any(c) else torch.as_tensor(c)  # (q_partial,) bool
+                None if not any(c) else self._tensor(c)  # (q_partial,) bool
             )
             self._partial["all_centred"] = all(c)
 
@@ -471,16 +482,16 @@ class Model:
         """Indices, masks and constants of eqs. 6–7 for the observed entries, built once."""
         idx, pad = self.block_idx, self.block_pad
         self._has_pads = bool(pad.any())
-        self._t_pad_flat = torch.as_tensor(pad.reshape(-1))
-        self._t_livef = torch.as_tensor(~pad, dtype=DTYPE)
+        self._t_pad_flat = self._tensor(pad.reshape(-1))
+        self._t_livef = self._tensor(~pad, DTYPE)
         y = self.y_obs[idx]
         y[pad] = 0.0
-        self._t_y_blk = torch.as_tensor(y.reshape(-1), dtype=DTYPE)  # (B·Nmax)
-        self._t_row_campaign = torch.as_tensor(self.row_campaign)
-        self._t_blk_campaign = torch.as_tensor(self.obs_campaign[idx])  # (B, Nmax)
+        self._t_y_blk = self._tensor(y.reshape(-1), DTYPE)  # (B·Nmax)
+        self._t_row_campaign = self._tensor(self.row_campaign)
+        self._t_blk_campaign = self._tensor(self.obs_campaign[idx])  # (B, Nmax)
         # residual gathers: from the forward mean (W, n_rows, m) (direct mode, predictions)
         full = (self.obs_row * self.m + self.obs_col)[idx].reshape(-1)
-        self._t_res_full = torch.as_tensor(full)
+        self._t_res_full = self._tensor(full)
         self._t_res_idx = self._t_res_full
         # the constant diagonal of eq. 6: jitter, known noise, 1 at pads
         base = pad.astype(float) + self.jitter
@@ -488,11 +499,11 @@ class Model:
             kv = self.known_var[idx]
             kv[pad] = 0.0
             base = base + kv
-        self._t_diag_base = torch.as_tensor(base, dtype=DTYPE)  # (B, Nmax)
+        self._t_diag_base = self._tensor(base, DTYPE)  # (B, Nmax)
         self._t_diag_matrix = torch.diag_embed(self._t_diag_base)  # (B, Nmax, Nmax)
         self._kernel = None
         if self.discrepancy.active:
-            self._kernel = KernelOnDistances(self.discrepancy.kernel, self._dsq)
+            self._kernel = KernelOnDistances(self.discrepancy.kernel, self._dsq, self.device)
             s = self.slots["discrepancy.logscale"]
             self._sl_disc_scale = slice(s.start, s.stop)
             s = self.slots["discrepancy.loglengthscale"]
@@ -509,22 +520,26 @@ class Model:
         cols = np.unique(self.obs_col)
         nr, nc = len(self.X_rows), cols.size
         self._emu_outputs = None if nc == self.m else tuple(int(c) for c in cols)
-        self._t_emu_x = torch.as_tensor(self.X_rows, dtype=DTYPE)  # (n_rows, p)
+        self._t_emu_x = self._tensor(self.X_rows, DTYPE)  # (n_rows, p)
         ci = np.searchsorted(cols, self.obs_col)
-        self._t_res_idx = torch.as_tensor((self.obs_row * nc + ci)[idx].reshape(-1))
+        self._t_res_idx = self._tensor((self.obs_row * nc + ci)[idx].reshape(-1))
         self._t_emu_idx = self._emulator_gather(self.obs_row, ci, nr)
         self._t_emu_idx_full = self._emulator_gather(self.obs_row, self.obs_col, nr)
         # C_η couples entries of one output only (the contract's per-output covariance)
         j = self.obs_col[idx]
         same = (j[:, :, None] == j[:, None, :]) & ~pad[:, :, None] & ~pad[:, None, :]
-        self._t_emu_mask = torch.as_tensor(same, dtype=DTYPE)  # (B, Nmax, Nmax)
+        self._t_emu_mask = self._tensor(same, DTYPE)  # (B, Nmax, Nmax)
 
     def _emulator_gather(self, ri: np.ndarray, ci: np.ndarray, nr: int) -> torch.Tensor:
         """Flat positions of cov[j_a, i_a, i_b] in a covariance ``(W, ·, nr, nr)``, for
         every pair (a, b) of every block (pads point anywhere; they are masked)."""
         r, c = ri[self.block_idx], ci[self.block_idx]  # (B, Nmax)
         e = c[:, :, None] * nr * nr + r[:, :, None] * nr + r[:, None, :]
-        return torch.as_tensor(e.reshape(-1))
+        return self._tensor(e.reshape(-1))
+
+    def _tensor(self, value, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A constant of the model (array, list) as a tensor on the model's device."""
+        return torch.as_tensor(value, dtype=dtype, device=self.device)
 
     # -------------------------------------------------------------------- unpacking
     def _prior(self, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -591,8 +606,12 @@ class Model:
 
         Returns a dict with ``theta (W, L, q)``, ``log_prior (W,)``, and where present
         ``disc_scale (W,)``, ``disc_ls (W, D)``, ``noise_sd (W, L)``, ``<name>.mean (W,)``,
-        ``<name>.scale (W,)``, ``noise.mean``, ``noise.scale``.
+        ``<name>.scale (W,)``, ``noise.mean``, ``noise.scale``; on the device of ``U``.
         """
+        return {k: v.to(U.device) for k, v in self._unpack(U.to(self.device)).items()}
+
+    def _unpack(self, U: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`unpack` of ``U`` on the model's device."""
         lp, theta, noise_sd = self._prior(U)
         out: dict[str, torch.Tensor] = {"theta": theta, "log_prior": lp}
         for prm in self.parameters:
@@ -669,7 +688,7 @@ class Model:
             else:
                 C = torch.addcmul(C, Ce, self._t_emu_mask)
         if C is None:  # neither δ nor an emulator (predictions in direct mode)
-            C = torch.zeros(W, self.B, self.Nmax, self.Nmax, dtype=DTYPE)
+            C = torch.zeros(W, self.B, self.Nmax, self.Nmax, dtype=DTYPE, device=U.device)
         if noise_sd is None:  # known noise: a constant diagonal
             return C.add_(self._t_diag_matrix) if inplace else C + self._t_diag_matrix
         diag = self._noise_diag(noise_sd)
@@ -722,8 +741,14 @@ class Model:
         """Log-posterior (up to a constant) of ``U (n_walkers, n_dim)`` -> ``(n_walkers,)``.
 
         Walkers whose forward model fails, or whose covariance cannot be factorized, get
-        ``-inf``; their count is kept in ``self.failures``.
+        ``-inf``; their count is kept in ``self.failures``. ``U`` may live on any device:
+        it is moved to the model's (differentiably) and the result comes back on ``U``'s,
+        so a caller's gradient is on its own device.
         """
+        return self._log_posterior(U.to(self.device)).to(U.device)
+
+    def _log_posterior(self, U: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_posterior` of ``U`` on the model's device."""
         lp, theta, noise_sd = self._prior(U)
         ll, mean, failed = self._log_likelihood(U, theta, noise_sd)
         total = lp + ll
@@ -789,8 +814,14 @@ class Model:
         mean : (S, n*, m)
         cov : (S, n*·m, n*·m), entries ordered row-major over (point, output)
         failed : (S,) draws whose forward model or factorization failed
+
+        All three on the device of ``U``; the arithmetic runs on the model's.
         """
-        parts = self.unpack(U)
+        dev = U.device
+        U = U.to(self.device)
+        if theta_new is not None:
+            theta_new = theta_new.to(self.device)
+        parts = self._unpack(U)
         theta = parts["theta"]
         S = theta.shape[0]
         n_new = X_new.shape[0]
@@ -815,12 +846,12 @@ class Model:
         if reality:
             mean = mean_all[:, n_rows:, :].reshape(S, n_star).clone()
         else:
-            mean = torch.zeros(S, n_star, dtype=DTYPE)
-        prior = torch.zeros(S, n_star, n_star, dtype=DTYPE)
+            mean = torch.zeros(S, n_star, dtype=DTYPE, device=self.device)
+        prior = torch.zeros(S, n_star, n_star, dtype=DTYPE, device=self.device)
         b = 0 if self.B == 1 else campaign  # the block that informs this campaign, if any
         cross = None
         if b is not None:
-            cross = torch.zeros(S, n_star, self.Nmax, dtype=DTYPE)
+            cross = torch.zeros(S, n_star, self.Nmax, dtype=DTYPE, device=self.device)
             idx = self.block_idx[b]
             live = ~self.block_pad[b]
         if self.discrepancy.active:
@@ -834,8 +865,8 @@ class Model:
                 if self.split_outputs
                 else np.ones((n_star, n_star), bool)
             )
-            K = kernel_from_sq(kind, torch.as_tensor(sq_dists(z_new, z_new), dtype=DTYPE), sc, ls)
-            prior = prior + K * torch.as_tensor(same_out, dtype=DTYPE)
+            K = kernel_from_sq(kind, self._tensor(sq_dists(z_new, z_new), DTYPE), sc, ls)
+            prior = prior + K * self._tensor(same_out, DTYPE)
             if cross is not None:
                 mask = np.broadcast_to(live, (n_star, self.Nmax)).copy()
                 if self.discrepancy.mode == "independent":
@@ -845,18 +876,18 @@ class Model:
                 if self.split_outputs:
                     mask &= jj[:, None] == self.obs_col[idx][None, :]
                 Kx = kernel_from_sq(
-                    kind, torch.as_tensor(sq_dists(z_new, self.z_obs[idx]), dtype=DTYPE), sc, ls
+                    kind, self._tensor(sq_dists(z_new, self.z_obs[idx]), DTYPE), sc, ls
                 )
-                cross = cross + Kx * torch.as_tensor(mask, dtype=DTYPE)
+                cross = cross + Kx * self._tensor(mask, DTYPE)
         if reality and cov_all is not None:
-            jt, it = torch.as_tensor(jj), torch.as_tensor(ii + n_rows)
+            jt, it = self._tensor(jj), self._tensor(ii + n_rows)
             E = cov_all[:, jt[:, None], it[:, None], it[None, :]]
-            prior = prior + E * torch.as_tensor(jj[:, None] == jj[None, :], dtype=DTYPE)
+            prior = prior + E * self._tensor(jj[:, None] == jj[None, :], DTYPE)
             if cross is not None:
-                ro = torch.as_tensor(self.obs_row[idx])
+                ro = self._tensor(self.obs_row[idx])
                 Ex = cov_all[:, jt[:, None], it[:, None], ro[None, :]]
                 mk = (jj[:, None] == self.obs_col[idx][None, :]) & live[None, :]
-                cross = cross + Ex * torch.as_tensor(mk, dtype=DTYPE)
+                cross = cross + Ex * self._tensor(mk, DTYPE)
         if cross is not None:
             Lb = Lc[:, b]
             v = torch.linalg.solve_triangular(Lb, r[:, b].unsqueeze(-1), upper=False)  # (S, N, 1)
@@ -864,7 +895,7 @@ class Model:
             mean = mean + (A.transpose(1, 2) @ v).squeeze(-1)
             prior = prior - A.transpose(1, 2) @ A
         cov = 0.5 * (prior + prior.transpose(1, 2))
-        return mean.reshape(S, n_new, m), cov, failed
+        return mean.reshape(S, n_new, m).to(dev), cov.to(dev), failed.to(dev)
 
     # -------------------------------------------------------------------- prior draws
     def sample_prior(self, rng: np.random.Generator, n: int) -> np.ndarray:

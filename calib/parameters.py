@@ -263,6 +263,8 @@ class StackedTransform:
     kind : one of :data:`TRANSFORM_KINDS`
     lower, upper : sequences of k floats or None
         The bounds of each column (as ``Parameter.lower`` / ``Parameter.upper``).
+    device : torch.device or str, optional
+        Where the bounds live (the device of the ``u`` it will be given); default the CPU.
 
     Attributes
     ----------
@@ -270,13 +272,19 @@ class StackedTransform:
         ``Σ_i`` of the part of ``log |dθ_i/du_i|`` that does not depend on u.
     """
 
-    def __init__(self, kind: str, lower: list[float | None], upper: list[float | None]):
+    def __init__(
+        self,
+        kind: str,
+        lower: list[float | None],
+        upper: list[float | None],
+        device: torch.device | str | None = None,
+    ):
         if kind not in TRANSFORM_KINDS:
             raise ValueError(f"kind must be one of {TRANSFORM_KINDS}, got {kind!r}")
         self.kind = kind
         self.k = len(lower)
         self.const = 0.0
-        t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+        t = lambda v: torch.tensor(v, dtype=torch.float64, device=device)  # noqa: E731
         if kind == "both":
             self.a, self.b = t(lower), t(upper)
             self.width = self.b - self.a

@@ -15,6 +15,10 @@ from .likelihood import DTYPE, _truncated_draws
 
 __all__ = ["ConvergenceWarning", "Posterior", "PosteriorPrediction", "Summary"]
 
+#: the posterior's tensors: NumPy's values on the CPU, whatever the model's device (its
+#: methods compute there and return to the device they were given)
+_CPU = torch.device("cpu")
+
 #: convergence targets when the run does not state its own (Vehtari et al. 2021, §4.2, §4.3)
 TARGET_RHAT, TARGET_ESS = 1.01, 400.0
 
@@ -150,7 +154,7 @@ class Posterior:
             return self._quantities
         k = self.kept
         n, W, d = k.shape
-        flat = torch.as_tensor(k.reshape(-1, d), dtype=DTYPE)
+        flat = torch.as_tensor(k.reshape(-1, d), dtype=DTYPE, device=_CPU)
         with torch.no_grad(), torch_threads(1):
             parts = self.model.unpack(flat)
         cn = self.model.campaign_names
@@ -299,7 +303,8 @@ class Posterior:
         miss the targets, worst first), ``converged``, ``target_rhat``, ``target_ess``,
         ``acceptance_mean``, ``acceptance_min``, ``n_steps``, ``burn``, ``n_walkers``,
         ``n_kept``; for the gradient move ``step_size``, ``trajectory_length``,
-        ``n_grad_evals`` and ``n_divergent`` (after warm-up); ``stopped_early`` and
+        ``n_grad_evals`` and ``n_divergent`` (after warm-up; for the interweaved move also
+        ``n_divergent_parts``, in the model's and in the other coordinates); ``stopped_early`` and
         ``n_steps_budget`` when known.
         """
         diag = self._diagnose()
@@ -334,6 +339,7 @@ class Posterior:
             "trajectory_length",
             "n_grad_evals",
             "n_divergent",
+            "n_divergent_parts",
         )
         out.update({k: v for k, v in self.info.items() if k in keys})
         return out
@@ -357,10 +363,22 @@ class Posterior:
         diverged after warm-up, naming the worst quantities and what to try."""
         t_rhat, t_ess = self.targets
         div = int(self.info.get("n_divergent", 0) or 0)
+        parts = self.info.get("n_divergent_parts")
+        if parts and min(parts) == 0:
+            # the interweaved move diverged in one parameterization of the pooled groups only:
+            # the other one reaches that region (docs/model.md, "Interweaving")
+            div = 0
         if div:
             n_it = (self.chain.shape[0] - int(self.info.get("warmup", 0))) * self.n_walkers
+            where = (
+                f" ({parts[0]} in the model's coordinates, {parts[1]} in the other "
+                f"parameterization of the pooled groups: each reaches regions the other "
+                f"cannot, so this counts only because both diverged)"
+                if parts
+                else ""
+            )
             warnings.warn(
-                f"{div} of {n_it} HMC transitions after warm-up diverged: the sampler cannot "
+                f"{div} of {n_it} HMC transitions after warm-up diverged{where}: the sampler cannot "
                 f"follow the posterior's curvature somewhere (often a funnel between a "
                 f"population scale and its campaign values, or a δ length-scale near zero), so "
                 f"the draws may be biased there. Try: a longer warmup=, a tighter prior on the "
@@ -379,7 +397,8 @@ class Posterior:
         pooled = {p.name: p for p in self.model.parameters if p.pooling == "partial"}
         slow = [r["name"].split(".")[0] for r in bad if r["name"].split(".")[0] in pooled]
         hint = ""
-        if slow:
+        interweaved = (self.info.get("move_state") or {}).get("kind") == "interweaved-hmc"
+        if slow and not interweaved:  # the interweaved move runs in both already
             name = slow[0]
             flip = not pooled[name].centered
             why = (
@@ -442,7 +461,7 @@ class Posterior:
         rng = np.random.default_rng(seed)
         Us = self._subsample(n_draws)
         S = Us.shape[0]
-        U = torch.as_tensor(Us, dtype=DTYPE)
+        U = torch.as_tensor(Us, dtype=DTYPE, device=_CPU)
         theta_new = self._theta_new(U, rng) if new else None
         means, draws, variances = [], [], []
         chunk = 256
@@ -499,11 +518,12 @@ class Posterior:
                 cols.append(parts["theta"][:, 0, j])
             elif prm.pooling == "partial":
                 u = parts[f"{prm.name}.mean"] + parts[f"{prm.name}.scale"] * torch.as_tensor(
-                    rng.standard_normal(S), dtype=DTYPE
+                    rng.standard_normal(S), dtype=DTYPE, device=_CPU
                 )
                 cols.append(prm.to_constrained(u)[0])
             else:
-                cols.append(torch.as_tensor(_truncated_draws(prm, rng, (S, 1))[:, 0], dtype=DTYPE))
+                draws = _truncated_draws(prm, rng, (S, 1))[:, 0]
+                cols.append(torch.as_tensor(draws, dtype=DTYPE, device=_CPU))
         return torch.stack(cols, dim=1)
 
     def _noise_sd(self, U, campaign, new, noise_sd, rng, n_points) -> np.ndarray:

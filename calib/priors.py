@@ -84,7 +84,9 @@ class Prior:
         return np.asarray(self.scipy().ppf(q), dtype=float)
 
     @classmethod
-    def _stack(cls, priors: Sequence[Prior], inside: bool) -> StackedLogProb:
+    def _stack(
+        cls, priors: Sequence[Prior], inside: bool, device: torch.device | None = None
+    ) -> StackedLogProb:
         """Column-stacked log density (see :func:`stack`); this fallback calls each prior."""
 
         def fn(x: torch.Tensor) -> torch.Tensor:
@@ -138,8 +140,10 @@ class Normal(Prior):
         return -0.5 * z * z - math.log(self.sd) - 0.5 * _LOG_2PI
 
     @classmethod
-    def _stack(cls, priors: Sequence[Normal], inside: bool) -> StackedLogProb:
-        mean, sd = _params(priors, "mean"), _params(priors, "sd")
+    def _stack(
+        cls, priors: Sequence[Normal], inside: bool, device: torch.device | None = None
+    ) -> StackedLogProb:
+        mean, sd = _params(priors, "mean", device), _params(priors, "sd", device)
         const = sum(-math.log(p.sd) - 0.5 * _LOG_2PI for p in priors)
         if all(p.mean == 0.0 and p.sd == 1.0 for p in priors):
             return StackedLogProb(const, lambda x: -0.5 * x * x)
@@ -171,8 +175,10 @@ class LogNormal(Prior):
         return torch.where(pos, lp, torch.full_like(lp, -math.inf))
 
     @classmethod
-    def _stack(cls, priors: Sequence[LogNormal], inside: bool) -> StackedLogProb:
-        mu, sigma = _params(priors, "mu"), _params(priors, "sigma")
+    def _stack(
+        cls, priors: Sequence[LogNormal], inside: bool, device: torch.device | None = None
+    ) -> StackedLogProb:
+        mu, sigma = _params(priors, "mu", device), _params(priors, "sigma", device)
         const = sum(-math.log(p.sigma) - 0.5 * _LOG_2PI for p in priors)
 
         def fn(x: torch.Tensor) -> torch.Tensor:
@@ -201,8 +207,10 @@ class HalfNormal(Prior):
         return self._outside(x, lp)
 
     @classmethod
-    def _stack(cls, priors: Sequence[HalfNormal], inside: bool) -> StackedLogProb:
-        scale = _params(priors, "scale")
+    def _stack(
+        cls, priors: Sequence[HalfNormal], inside: bool, device: torch.device | None = None
+    ) -> StackedLogProb:
+        scale = _params(priors, "scale", device)
         const = sum(-math.log(p.scale) + 0.5 * math.log(2.0 / math.pi) for p in priors)
 
         def fn(x: torch.Tensor) -> torch.Tensor:
@@ -230,8 +238,10 @@ class HalfCauchy(Prior):
         return self._outside(x, lp)
 
     @classmethod
-    def _stack(cls, priors: Sequence[HalfCauchy], inside: bool) -> StackedLogProb:
-        scale = _params(priors, "scale")
+    def _stack(
+        cls, priors: Sequence[HalfCauchy], inside: bool, device: torch.device | None = None
+    ) -> StackedLogProb:
+        scale = _params(priors, "scale", device)
         const = sum(math.log(2.0 / math.pi) - math.log(p.scale) for p in priors)
 
         def fn(x: torch.Tensor) -> torch.Tensor:
@@ -265,11 +275,13 @@ class Uniform(Prior):
         return self._outside(x, lp)
 
     @classmethod
-    def _stack(cls, priors: Sequence[Uniform], inside: bool) -> StackedLogProb:
+    def _stack(
+        cls, priors: Sequence[Uniform], inside: bool, device: torch.device | None = None
+    ) -> StackedLogProb:
         const = sum(-math.log(p.upper - p.lower) for p in priors)
         if inside:
             return StackedLogProb(const, None)  # constant on the support
-        lo, hi = _params(priors, "lower"), _params(priors, "upper")
+        lo, hi = _params(priors, "lower", device), _params(priors, "upper", device)
 
         def fn(x: torch.Tensor) -> torch.Tensor:
             return torch.where((x < lo) | (x > hi), -math.inf, torch.zeros_like(x))
@@ -301,8 +313,10 @@ class Gamma(Prior):
         return torch.where(pos, lp, torch.full_like(lp, -math.inf))
 
     @classmethod
-    def _stack(cls, priors: Sequence[Gamma], inside: bool) -> StackedLogProb:
-        shape, rate = _params(priors, "shape"), _params(priors, "rate")
+    def _stack(
+        cls, priors: Sequence[Gamma], inside: bool, device: torch.device | None = None
+    ) -> StackedLogProb:
+        shape, rate = _params(priors, "shape", device), _params(priors, "rate", device)
         const = sum(p.shape * math.log(p.rate) - math.lgamma(p.shape) for p in priors)
 
         def fn(x: torch.Tensor) -> torch.Tensor:
@@ -333,7 +347,9 @@ class StackedLogProb:
         return None if self.fn is None else self.fn(x)
 
 
-def stack(priors: Sequence[Prior], inside: bool = False) -> StackedLogProb:
+def stack(
+    priors: Sequence[Prior], inside: bool = False, device: torch.device | str | None = None
+) -> StackedLogProb:
     """One vectorized log density for ``k`` priors, column ``i`` of ``x`` under ``priors[i]``.
 
     Parameters
@@ -345,6 +361,9 @@ def stack(priors: Sequence[Prior], inside: bool = False) -> StackedLogProb:
         to bounds within it, or ``exp(u)`` for a support of ``[0, ∞)``): the check that
         maps values outside it to ``-inf`` is skipped. Boundary values that have density
         zero (``x = 0`` under LogNormal or Gamma) are still ``-inf``.
+    device : torch.device or str, optional
+        Where the priors' parameters live (the device of the ``x`` it will be given);
+        default the CPU.
 
     Returns
     -------
@@ -364,12 +383,14 @@ def stack(priors: Sequence[Prior], inside: bool = False) -> StackedLogProb:
     # the vectorized formula only where the class itself defines it next to its log_prob
     # (a subclass that overrides log_prob is called prior by prior)
     if "_stack" in vars(kind) and all(type(p) is kind for p in priors):
-        return kind._stack(priors, inside)
-    return Prior._stack.__func__(Prior, priors, inside)
+        return kind._stack(priors, inside, device)
+    return Prior._stack.__func__(Prior, priors, inside, device)
 
 
-def _params(priors: Sequence[Prior], name: str) -> torch.Tensor:
-    return torch.tensor([float(getattr(p, name)) for p in priors], dtype=torch.float64)
+def _params(priors: Sequence[Prior], name: str, device: torch.device | str | None) -> torch.Tensor:
+    return torch.tensor(
+        [float(getattr(p, name)) for p in priors], dtype=torch.float64, device=device
+    )
 
 
 def check_prior(value: Any, name: str) -> Prior | None:
