@@ -85,7 +85,11 @@ def _info_int(info: dict, *keys: str) -> int | None:
 
 #: further samplers to compare with ``--variants``: calib's defaults with these options
 VARIANTS = {
-    "hmc": {"moves": "hmc"},  # the gradient move (calib.hmc.ChEESMove)
+    "hmc": {"moves": "hmc"},  # the gradient move (interweaved where there are pooled groups)
+    "hmc-plain": {"moves": "hmc", "interweave": False},  # in the model's coordinates only
+    "hmc64": {"moves": "hmc", "n_walkers": 64},
+    "hmc128": {"moves": "hmc", "n_walkers": 128},
+    "de": {"moves": "de"},  # the DE mix with calib's stopping rule and budget
     "de128": {"n_walkers": 128},  # the DE mix with many walkers (a call costs nearly the same)
     "de256": {"n_walkers": 256},
 }

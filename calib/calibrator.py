@@ -287,8 +287,9 @@ class Calibrator:
         Sampling stops once every quantity has rank-normalized split-R̂ < 1.01 and bulk
         ESS ≥ 400, or when the budget ends, and then warns with
         :class:`calib.ConvergenceWarning`; ``post.converged`` holds the verdict. Moves:
-        ``moves="de"`` (default, derivative-free) or ``moves="hmc"`` (HMC vectorized over
-        walkers, :class:`calib.hmc.ChEESMove`).
+        ``moves="hmc"`` (default: HMC vectorized over walkers, :class:`calib.hmc.ChEESMove`,
+        interweaving the centred and non-centred coordinates of pooled quantities) or
+        ``moves="de"`` (derivative-free).
 
         Parameters
         ----------

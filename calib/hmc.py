@@ -46,6 +46,20 @@ scheme for setting trajectory lengths in Hamiltonian Monte Carlo", AISTATS, Algo
 After the warm-up the move is frozen (:attr:`ChEESMove.frozen`); its settings and adapted
 state are plain floats (:meth:`ChEESMove.state_dict`), stored with every checkpoint so that
 a resumed run continues the same chain bit for bit.
+
+**Interweaving the two parameterizations of a hierarchy** (:class:`InterweavedMove`). A
+partially pooled quantity with campaign values ``u_ℓ = μ + τ z_ℓ`` can be sampled in the
+centred coordinates ``(μ, log τ, u)`` or the non-centred ``(μ, log τ, z)``. Each is a funnel
+where the other is not: the centred one when the data say little about each ``u_ℓ`` (small
+τ is a narrow neck a fixed step size cannot enter: the move is biased, and divergences are
+the only sign), the non-centred one when they say much. Following the interweaving strategy
+of Yu & Meng (2011, "To center or not to center: that is not the question", JCGS 20(3)), the
+move alternates: even iterations run HMC in the model's own coordinates, odd ones in the
+other, each with its own adapted step size, trajectory length and metric. The map
+``z ↦ u = μ + e^{log τ} z`` is a bijection, so a kernel that leaves the density in the other
+coordinates invariant, ``π(y) = π(x(y))·|∂x/∂y|`` with ``log|∂x/∂y| = ±L·log τ`` per group,
+leaves the posterior invariant; the alternation of two invariant kernels is invariant, and
+it mixes wherever either one does.
 """
 
 from __future__ import annotations
@@ -60,7 +74,7 @@ import torch
 
 from .likelihood import DTYPE
 
-__all__ = ["ChEESMove", "batched_value_and_grad"]
+__all__ = ["ChEESMove", "InterweavedMove", "PoolingFlip", "batched_value_and_grad"]
 
 _TARGET_ACCEPT = 0.8
 # dual averaging (Hoffman & Gelman 2014, §3.2.1)
@@ -70,15 +84,91 @@ _LR, _BETA2, _CLIP = 0.05, 0.95, 0.35
 _DIVERGENCE = 1000.0  # an energy error larger than this marks a divergent trajectory
 
 
-def batched_value_and_grad(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+class PoolingFlip:
+    """The other parameterization of every pooled group: centred ↔ non-centred.
+
+    Parameters
+    ----------
+    mean, logscale : sequence of int, length G
+        Coordinates of each group's population mean μ and log scale log τ.
+    members : array of int, shape (G, L)
+        Coordinates of each group's ``L`` campaign values.
+    centred : sequence of bool, length G
+        Whether the model's coordinates hold the campaign values ``u_ℓ`` (centred) or the
+        standardized ``z_ℓ = (u_ℓ − μ)/τ``; the other coordinates hold the other one.
+    """
+
+    def __init__(self, mean, logscale, members, centred):
+        self.mean = np.asarray(mean, dtype=np.int64)
+        self.logscale = np.asarray(logscale, dtype=np.int64)
+        self.members = np.asarray(members, dtype=np.int64)
+        self.centred = np.asarray(centred, dtype=bool)
+        G = self.mean.size
+        if self.members.ndim != 2 or self.members.shape[0] != G or self.logscale.size != G:
+            raise ValueError(
+                f"members: expected shape ({G}, L) beside {G} means and log scales, got "
+                f"{self.members.shape} and {self.logscale.size}"
+            )
+        # log|∂x/∂y| = Σ_g ±L·log τ_g: + where the model is centred (u = μ + τ z)
+        self._sign = np.where(self.centred, 1.0, -1.0) * self.members.shape[1]
+        self._t = {k: torch.as_tensor(getattr(self, k)) for k in ("mean", "logscale", "members")}
+        self._t["centred"] = torch.as_tensor(self.centred)[:, None]
+        self._t["sign"] = torch.as_tensor(self._sign, dtype=DTYPE)
+
+    def _affine(self, X, mu, v, to_u):
+        """``μ + e^v w`` where ``to_u``, else ``(w − μ) e^{−v}`` (numpy or torch)."""
+        lib = torch if isinstance(X, torch.Tensor) else np
+        w = X[:, self.members] if lib is np else X[:, self._t["members"]]
+        with np.errstate(over="ignore", invalid="ignore"):  # a divergent trajectory's far end
+            u = mu[..., None] + lib.exp(v)[..., None] * w
+            z = (w - mu[..., None]) * lib.exp(-v)[..., None]
+            return lib.where(to_u, u, z)
+
+    def to_other(self, X: np.ndarray) -> np.ndarray:
+        """Model coordinates ``(W, d)`` → the other parameterization's."""
+        Y = X.copy()
+        mu, v = X[:, self.mean], X[:, self.logscale]
+        Y[:, self.members] = self._affine(X, mu, v, ~self.centred[:, None])
+        return Y
+
+    def to_model(self, Y: np.ndarray) -> np.ndarray:
+        """The other parameterization's coordinates ``(W, d)`` → the model's."""
+        X = Y.copy()
+        mu, v = Y[:, self.mean], Y[:, self.logscale]
+        X[:, self.members] = self._affine(Y, mu, v, self.centred[:, None])
+        return X
+
+    def log_det(self, Y: np.ndarray) -> np.ndarray:
+        """``log|∂x/∂y|`` per walker."""
+        return Y[:, self.logscale] @ self._sign
+
+    def to_model_torch(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`to_model` and :meth:`log_det` in torch (differentiable)."""
+        t = self._t
+        mu, v = Y[:, t["mean"]], Y[:, t["logscale"]]
+        flat = t["members"].reshape(-1)
+        w = self._affine(Y, mu, v, t["centred"]).reshape(Y.shape[0], -1)
+        X = Y.index_copy(1, flat, w)
+        return X, v @ t["sign"]
+
+
+def batched_value_and_grad(
+    model, flip: PoolingFlip | None = None
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """``U (W, d) -> (log p (W,), ∇ log p (W, d))`` with one batched torch call and autograd.
 
-    Walkers whose log-posterior or gradient is not finite get ``-inf`` and a zero gradient.
+    With ``flip``, ``U`` are the other parameterization's coordinates and ``log p`` the
+    density there (the model's plus ``log|∂x/∂y|``). Walkers whose log-posterior or gradient
+    is not finite get ``-inf`` and a zero gradient.
     """
 
     def fn(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X = torch.as_tensor(U, dtype=DTYPE).requires_grad_(True)
-        lp = model.log_posterior(X)
+        if flip is None:
+            lp = model.log_posterior(X)
+        else:
+            Xm, log_det = flip.to_model_torch(X)
+            lp = model.log_posterior(Xm) + log_det
         ok = torch.isfinite(lp)
         (g,) = torch.autograd.grad(torch.where(ok, lp, torch.zeros_like(lp)).sum(), X)
         lp = lp.detach().numpy().copy()
@@ -113,6 +203,10 @@ class ChEESMove(emcee.moves.Move):
         A :meth:`state_dict` to continue from (resume).
     on_step : callable, optional
         Called with the number of log-posterior-and-gradient evaluations of every call.
+    flip : PoolingFlip, optional
+        Run in the other parameterization's coordinates: ``value_and_grad`` must then be the
+        density there (:func:`batched_value_and_grad` with the same ``flip``); the walkers'
+        states and log-posteriors stay in the model's.
 
     Notes
     -----
@@ -129,10 +223,12 @@ class ChEESMove(emcee.moves.Move):
         target_accept: float = _TARGET_ACCEPT,
         state: dict[str, Any] | None = None,
         on_step: Callable[[int], None] | None = None,
+        flip: PoolingFlip | None = None,
     ):
         self.value_and_grad = value_and_grad
         self.n_dim = int(n_dim)
         self.on_step = on_step
+        self.flip = flip
         if state is not None:
             self.load_state_dict(state)
             return
@@ -221,13 +317,15 @@ class ChEESMove(emcee.moves.Move):
     def propose(self, model, state):
         """One jittered HMC iteration for all walkers; returns ``(state, accepted)``."""
         rng = model.random
-        x0 = np.array(state.coords, dtype=float)
-        W, d = x0.shape
+        flip = self.flip
+        xm0 = np.array(state.coords, dtype=float)  # the model's coordinates
+        W, d = xm0.shape
+        if not self.frozen and self.iteration < self.n_warmup // 2:
+            xm0 = self._regroup(xm0, np.asarray(state.log_prob, dtype=float), rng)
+        x0 = xm0 if flip is None else flip.to_other(xm0)  # the move's coordinates
         if self.chol is None:
             self._init_from(x0)
         L = self.chol
-        if not self.frozen and self.iteration < self.n_warmup // 2:
-            x0 = self._regroup(x0, np.asarray(state.log_prob, dtype=float), rng)
         lp0, g0 = self.value_and_grad(x0)
         evals = 1
         if np.isnan(self._da_mu):
@@ -241,17 +339,18 @@ class ChEESMove(emcee.moves.Move):
         # leapfrog in x̃ = L⁻¹ x with p̃ ~ N(0, I): ∇_x̃ log p = Lᵀ ∇_x log p (rows: g L)
         x, p, g, lp = x0.copy(), p0.copy(), g0, lp0
         bad = ~np.isfinite(lp0)
-        p = p + 0.5 * eps * (g @ L)
-        for k in range(n_leap):
-            x = x + eps * (p @ L.T)
-            lp, g = self.value_and_grad(x)
-            evals += 1
-            bad |= ~np.isfinite(lp)
-            p = p + (eps if k < n_leap - 1 else 0.5 * eps) * (g @ L)
-        h0 = -lp0 + 0.5 * np.einsum("ij,ij->i", p0, p0)
-        h1 = -lp + 0.5 * np.einsum("ij,ij->i", p, p)
-        dh = h0 - h1  # log of the Metropolis ratio
-        with np.errstate(invalid="ignore"):
+        # a divergent walker's trajectory may overflow: it is rejected below
+        with np.errstate(over="ignore", invalid="ignore"):
+            p = p + 0.5 * eps * (g @ L)
+            for k in range(n_leap):
+                x = x + eps * (p @ L.T)
+                lp, g = self.value_and_grad(x)
+                evals += 1
+                bad |= ~np.isfinite(lp)
+                p = p + (eps if k < n_leap - 1 else 0.5 * eps) * (g @ L)
+            h0 = -lp0 + 0.5 * np.einsum("ij,ij->i", p0, p0)
+            h1 = -lp + 0.5 * np.einsum("ij,ij->i", p, p)
+            dh = h0 - h1  # log of the Metropolis ratio
             divergent = bad | ~np.isfinite(dh) | (dh < -_DIVERGENCE)
         dh = np.where(divergent, -np.inf, dh)
         accept_prob = np.exp(np.minimum(dh, 0.0))
@@ -263,13 +362,19 @@ class ChEESMove(emcee.moves.Move):
             self._adapt(x0 @ Linv.T, x @ Linv.T, p, accept_prob, divergent, u, x_new)
         self.iteration += 1
         self.n_grad_evals += evals
+        self.last_divergent = divergent  # where the last iteration diverged (diagnostics)
         if self.frozen:
             self.n_divergent += int(divergent.sum())
         if self.on_step is not None:
             self.on_step(evals)
 
-        state.coords = x_new
-        state.log_prob = np.where(accepted, lp, state.log_prob)
+        if flip is None:
+            state.coords = x_new
+        else:  # rejected walkers keep their model coordinates exactly
+            state.coords = np.where(accepted[:, None], flip.to_model(x), xm0)
+            with np.errstate(invalid="ignore"):
+                lp, lp0 = lp - flip.log_det(x), lp0 - flip.log_det(x0)
+        state.log_prob = np.where(accepted, lp, lp0)
         return state, accepted
 
     # ------------------------------------------------------------------ adaptation
@@ -365,6 +470,76 @@ class ChEESMove(emcee.moves.Move):
             return True
         doubling = k % 20 == 0 and (k // 20) & (k // 20 - 1) == 0
         return doubling and 2 * k <= last
+
+
+class InterweavedMove(emcee.moves.Move):
+    """Two :class:`ChEESMove` s alternating: even iterations in the model's coordinates, odd
+    ones in the other parameterization of its pooled groups (module docstring).
+
+    Each part adapts in its own iterations: the first ``⌈n_warmup/2⌉`` calls of the even
+    part and ``⌊n_warmup/2⌋`` of the odd part are its warm-up, so both are frozen after
+    ``n_warmup`` iterations.
+    """
+
+    def __init__(self, model_move: ChEESMove, other_move: ChEESMove):
+        if model_move.flip is not None or other_move.flip is None:
+            raise ValueError("InterweavedMove: the second move (only) must carry the flip")
+        self.parts = (model_move, other_move)
+        self.iteration = 0
+
+    @classmethod
+    def build(cls, model, flip: PoolingFlip, wrap=None, n_warmup: int = 200, **options):
+        """Both parts on ``model``'s batched log-posterior (``wrap`` is applied to each
+        value-and-gradient function, e.g. to count calls); ``options`` go to both."""
+        wrap = wrap or (lambda f: f)
+        d = model.n_dim
+        even = ChEESMove(
+            wrap(batched_value_and_grad(model)), d, n_warmup=(n_warmup + 1) // 2, **options
+        )
+        odd = ChEESMove(
+            wrap(batched_value_and_grad(model, flip)),
+            d,
+            n_warmup=n_warmup // 2,
+            flip=flip,
+            **options,
+        )
+        return cls(even, odd)
+
+    def propose(self, model, state):
+        move = self.parts[self.iteration % 2]
+        self.iteration += 1
+        return move.propose(model, state)
+
+    @property
+    def n_warmup(self) -> int:
+        return sum(m.n_warmup for m in self.parts)
+
+    @property
+    def frozen(self) -> bool:
+        return all(m.frozen for m in self.parts)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The parts' states, with their totals and the model-coordinates part's step size
+        and trajectory length at the top level."""
+        parts = [m.state_dict() for m in self.parts]
+        return {
+            "kind": "interweaved-hmc",
+            "iteration": self.iteration,
+            "n_warmup": self.n_warmup,
+            "frozen": self.frozen,
+            "n_grad_evals": sum(p["n_grad_evals"] for p in parts),
+            "n_divergent": sum(p["n_divergent"] for p in parts),
+            "step_size": parts[0]["step_size"],
+            "trajectory": parts[0]["trajectory"],
+            "parts": parts,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != "interweaved-hmc":
+            raise ValueError(f"not an interweaved HMC move state: kind={state.get('kind')!r}")
+        for m, ps in zip(self.parts, state["parts"], strict=True):
+            m.load_state_dict(ps)
+        self.iteration = int(state["iteration"])
 
 
 def _cov(x: np.ndarray) -> np.ndarray:

@@ -1,10 +1,12 @@
 """Sampling the joint posterior: MAP starts with L-BFGS, then emcee, vectorized over walkers.
 
 The chain lives in the unconstrained space of :class:`calib.likelihood.Model`. Two kinds of
-move: the derivative-free mixture of differential evolution (80 %) and the stretch move
-(20 %), the default (``moves="de"``), and jittered HMC for all walkers at once with its step
-size, trajectory length and dense mass matrix adapted across the ensemble in warm-up
-(``moves="hmc"``, :class:`calib.hmc.ChEESMove`). Sampling continues until every quantity has rank-normalized
+move: jittered HMC for all walkers at once with its step size, trajectory length and dense
+mass matrix adapted across the ensemble in warm-up, the default (``moves="hmc"``,
+:class:`calib.hmc.ChEESMove`; with pooled quantities :class:`calib.hmc.InterweavedMove`,
+which alternates their centred and non-centred coordinates), and the derivative-free mixture
+of differential evolution (80 %) and the stretch move (20 %) (``moves="de"``). Sampling
+continues until every quantity has rank-normalized
 split-R̂ below ``target_rhat`` and bulk ESS at least ``target_ess`` (Vehtari et al. 2021), or
 the budget ends; then :class:`ConvergenceWarning` says which quantities fell short and what to
 try (docs/model.md, "Sampling").
@@ -26,7 +28,7 @@ import torch
 from scipy import optimize
 
 from ._threads import torch_threads
-from .hmc import ChEESMove, batched_value_and_grad
+from .hmc import ChEESMove, InterweavedMove, PoolingFlip, batched_value_and_grad
 from .likelihood import DTYPE
 from .posterior import ConvergenceWarning, Posterior
 
@@ -39,6 +41,7 @@ __all__ = [
     "ConvergenceWarning",
     "posterior_from_chain",
     "resolve_budget",
+    "pooling_flip",
 ]
 
 #: step budgets when ``n_steps`` is not given: HMC iterations, or ensemble-move steps
@@ -59,14 +62,35 @@ default_moves = de_moves
 
 
 def _is_hmc(moves: Any) -> bool:
-    """Whether ``moves`` selects the gradient move (``"hmc"``); the default (None) is the
-    derivative-free mix until the gradient move is measured faster on the benchmark problems
-    (docs/model.md, "Sampling")."""
+    """Whether ``moves`` selects the gradient move: ``"hmc"`` or the default (None)."""
+    if moves is None:
+        return True
     if isinstance(moves, str):
         if moves not in ("hmc", "de"):
             raise ValueError(f"moves must be 'hmc', 'de' or emcee moves, got {moves!r}")
         return moves == "hmc"
     return False
+
+
+def pooling_flip(model) -> PoolingFlip | None:
+    """The other parameterization of the model's pooled groups (partially pooled parameters
+    and hierarchical noise), or None if it has none."""
+    groups = []  # (mean, log scale, members, centred)
+    for prm in model.parameters:
+        if prm.pooling == "partial":
+            n = prm.name
+            groups.append((f"{n}.mean", f"{n}.logscale", f"{n}.z", prm.centered))
+    if model.noise == "hierarchical":
+        groups.append(("noise.mean", "noise.logscale", "noise.z", False))
+    if not groups:
+        return None
+    s = model.slots
+    return PoolingFlip(
+        [s[m].start for m, _, _, _ in groups],
+        [s[v].start for _, v, _, _ in groups],
+        [list(range(s[z].start, s[z].stop)) for _, _, z, _ in groups],
+        [c for _, _, _, c in groups],
+    )
 
 
 def resolve_budget(moves: Any, n_steps: int | None) -> int:
@@ -189,6 +213,7 @@ def run_sampler(
     target_ess: float = 400.0,
     target_rhat: float = 1.01,
     time_budget: float | None = None,
+    interweave: bool = True,
 ):
     """Run emcee on the calibrator's log-posterior until the posterior has converged.
 
@@ -207,10 +232,11 @@ def run_sampler(
         seed gives the same chain.
     progress : bool
         A progress bar (tqdm).
-    moves : {"de", "hmc"} or emcee move(s), optional
-        ``"de"`` (default): :func:`de_moves`. ``"hmc"``: :class:`calib.hmc.ChEESMove`, HMC on
-        the autograd gradient (in direct mode the simulator's ∂η/∂θ by central differences:
-        2·q extra runs per gradient). Or any emcee move / list of (move, weight).
+    moves : {"hmc", "de"} or emcee move(s), optional
+        ``"hmc"`` (default): :class:`calib.hmc.ChEESMove`, HMC on the autograd gradient (in
+        direct mode the simulator's ∂η/∂θ by central differences: 2·q extra runs per
+        gradient). ``"de"``: :func:`de_moves`, derivative-free. Or any emcee move / list of
+        (move, weight). Resuming without ``moves`` continues with the archived chain's.
     burn : int, optional
         Steps discarded; default the warm-up for the gradient move, half the chain otherwise.
     n_starts : int
@@ -236,8 +262,8 @@ def run_sampler(
         generator state and the move's adapted state are restored, so the continued chain
         equals an uninterrupted run.
     warmup : int, optional
-        Adaptation iterations of the gradient move (discarded). Default
-        ``min(200, n_steps // 2)``.
+        Adaptation iterations of the gradient move (discarded). Default 200 (at most
+        ``n_steps // 2`` when not sampling into an archive).
     max_leapfrog : int
         Most leapfrog steps per iteration of the gradient move.
     target_accept : float
@@ -248,6 +274,10 @@ def run_sampler(
     time_budget : float, optional
         Seconds: sampling stops at the first check after this much wall time (the result is
         then not reproducible from the seed alone).
+    interweave : bool
+        With the gradient move and pooled quantities: alternate HMC iterations in the
+        centred and the non-centred coordinates of every pooled group
+        (:class:`calib.hmc.InterweavedMove`); False keeps to the model's own coordinates.
 
     Returns
     -------
@@ -257,6 +287,8 @@ def run_sampler(
 
     model = calibrator.model
     d = model.n_dim
+    if moves is None and resume is not None and resume.info.get("moves") in ("hmc", "de"):
+        moves = resume.info["moves"]  # continue with the archived chain's moves
     hmc = _is_hmc(moves)
     n_steps = resolve_budget(moves, n_steps)
     _check_int(n_steps, "n_steps", 2)
@@ -271,7 +303,9 @@ def run_sampler(
         )
     _check_int(checkpoint_every, "checkpoint_every", 1)
     if warmup is None:
-        warmup = min(HMC_WARMUP, n_steps // 2) if hmc else 0
+        # into an archive the warm-up does not depend on the budget, so that a run resumed
+        # to a larger budget equals the uninterrupted one
+        warmup = (HMC_WARMUP if checkpoint else min(HMC_WARMUP, n_steps // 2)) if hmc else 0
     _check_int(warmup, "warmup", 0)
     if hmc and warmup >= n_steps and checkpoint is None:
         # (into an archive a short first run may stop inside the warm-up and be resumed)
@@ -319,6 +353,7 @@ def run_sampler(
         target_ess=float(target_ess),
         target_rhat=float(target_rhat),
         time_budget=time_budget,
+        interweave=bool(interweave),
     )
     with torch_threads(threads):
         if resume is not None:
@@ -354,6 +389,7 @@ class _Settings:
     target_ess: float
     target_rhat: float
     time_budget: float | None
+    interweave: bool
 
 
 def _run(model, calibrator, run: _Settings, init: np.ndarray | None, rng: np.random.Generator):
@@ -401,7 +437,7 @@ def _run(model, calibrator, run: _Settings, init: np.ndarray | None, rng: np.ran
 
 def _moves_name(moves: Any) -> str:
     if moves is None:
-        return "de"
+        return "hmc"
     if isinstance(moves, str):
         return moves
     return repr(moves)
@@ -409,7 +445,7 @@ def _moves_name(moves: Any) -> str:
 
 def _sampler(
     model, run: _Settings, move_state: dict[str, Any] | None
-) -> tuple[emcee.EnsembleSampler, dict[str, int], ChEESMove | None]:
+) -> tuple[emcee.EnsembleSampler, dict[str, int], ChEESMove | InterweavedMove | None]:
     """emcee's vectorized sampler on the model, a counter of forward-model failures, and the
     gradient move (None for ensemble moves)."""
     counter = {"fail": 0, "calls": 0}
@@ -422,21 +458,27 @@ def _sampler(
 
     move = None
     if run.hmc:
-        vg = batched_value_and_grad(model)
 
-        def counted(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            out = vg(U)
-            counter["fail"] += model.failures
-            counter["calls"] += U.shape[0]
-            return out
+        def counted(vg):
+            def fn(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                out = vg(U)
+                counter["fail"] += model.failures
+                counter["calls"] += U.shape[0]
+                return out
 
-        move = ChEESMove(
-            counted,
-            model.n_dim,
-            n_warmup=run.warmup,
-            max_leapfrog=run.max_leapfrog,
-            target_accept=run.target_accept,
-        )
+            return fn
+
+        interweave = run.interweave
+        if move_state is not None:  # a resumed chain continues with its own move
+            interweave = move_state.get("kind") == "interweaved-hmc"
+        flip = pooling_flip(model) if interweave else None
+        options = {"max_leapfrog": run.max_leapfrog, "target_accept": run.target_accept}
+        if flip is None:
+            move = ChEESMove(
+                counted(batched_value_and_grad(model)), model.n_dim, run.warmup, **options
+            )
+        else:
+            move = InterweavedMove.build(model, flip, counted, run.warmup, **options)
         if move_state is not None:
             move.load_state_dict(move_state)
         moves = move
@@ -481,7 +523,7 @@ class Checkpoint:
 
 
 def _make_checkpoint(
-    sampler, stopped_early: bool, info: dict[str, Any], move: ChEESMove | None
+    sampler, stopped_early: bool, info: dict[str, Any], move: ChEESMove | InterweavedMove | None
 ) -> Checkpoint:
     b = sampler.backend
     n = b.iteration
@@ -543,7 +585,7 @@ def _loop(
     run: _Settings,
     info: dict[str, Any],
     counter: dict[str, int],
-    move: ChEESMove | None,
+    move: ChEESMove | InterweavedMove | None,
     check_now: bool = False,
 ):
     """Advance to ``run.n_steps`` in chunks that end on every convergence check and every
@@ -650,6 +692,8 @@ def posterior_from_chain(
         info.setdefault("warmup", int(ms.get("n_warmup", 0)))
         info["n_grad_evals"] = int(ms.get("n_grad_evals", 0))
         info["n_divergent"] = int(ms.get("n_divergent", 0))
+        if "parts" in ms:  # the interweaved move: model's, then the other coordinates
+            info["n_divergent_parts"] = [int(p["n_divergent"]) for p in ms["parts"]]
         info["step_size"] = float(ms.get("step_size", math.nan))
         info["trajectory_length"] = float(ms.get("trajectory", math.nan))
     if burn is None:
