@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_real_array"]
+__all__ = ["as_real_array", "check_int", "check_number", "check_seed"]
 
 
 def as_real_array(value: Any, what: str) -> np.ndarray:
@@ -45,3 +45,49 @@ def as_real_array(value: Any, what: str) -> np.ndarray:
             f"np.asarray(..., dtype=float) if the text really holds numbers"
         )
     return arr.astype(float)
+
+
+def check_int(value: Any, name: str, least: int = 0) -> int:
+    """``value`` as an int, refusing bools, floats (``2.5``, also ``2.0``) and values below
+    ``least``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        what = "a positive integer" if least == 1 else f"an integer ≥ {least}"
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    return int(value)
+
+
+def check_number(
+    value: Any,
+    name: str,
+    lower: float | None = None,
+    upper: float | None = None,
+    what: str | None = None,
+) -> float:
+    """``value`` as a finite float strictly between ``lower`` and ``upper`` (either may be
+    None); ``what`` describes the range in the message (default from the bounds)."""
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and np.isfinite(value)
+        and (lower is None or value > lower)
+        and (upper is None or value < upper)
+    )
+    if not ok:
+        if what is None:
+            if lower is not None and upper is not None:
+                what = f"a number in ({lower:g}, {upper:g})"
+            elif lower is not None:
+                what = "a positive number" if lower == 0 else f"a number > {lower:g}"
+            else:
+                what = "a finite number" if upper is None else f"a number < {upper:g}"
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    return float(value)
+
+
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """None, or an integer in [0, 2⁶³) (it is stored as a 64-bit integer in archives)."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (0 <= seed < 2**63):
+        raise ValueError(f"{name}: expected None or an integer in [0, 2**63), got {seed!r}")
+    return int(seed)

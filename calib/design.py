@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
-from ._validation import as_real_array
+from ._validation import as_real_array, check_int
 from .parameters import Parameter
 
 __all__ = ["Design", "latin_hypercube", "sobol", "grid", "design_bounds"]
@@ -285,12 +285,6 @@ def design_bounds(
     return np.array(rows, dtype=float).reshape(len(rows), 2)
 
 
-def _check_n(n: Any, what: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{what}: expected a positive integer, got {n!r}")
-    return int(n)
-
-
 def _scale(unit: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     lo, hi = bounds[:, 0], bounds[:, 1]
     return lo + unit * (hi - lo)
@@ -336,7 +330,7 @@ def latin_hypercube(
     >>> d.array.shape
     (200, 3)
     """
-    n = _check_n(n)
+    n = check_int(n, "n", 1)
     bounds = design_bounds(simulator, theta, x_bounds, prior_quantiles)
     if optimization not in (None, "random-cd", "lloyd"):
         raise ValueError(
@@ -385,7 +379,7 @@ def sobol(
     -------
     Design
     """
-    n = _check_n(n)
+    n = check_int(n, "n", 1)
     bounds = design_bounds(simulator, theta, x_bounds, prior_quantiles)
     d = bounds.shape[0]
     if d == 0:
@@ -437,9 +431,9 @@ def grid(
         unknown = sorted(set(n) - set(names))
         if unknown:
             raise ValueError(f"n: unknown column(s) {unknown}; the columns are {names}")
-        counts = [_check_n(n.get(c, 5), f"n['{c}']") for c in names]
+        counts = [check_int(n.get(c, 5), f"n['{c}']", 1) for c in names]
     else:
-        counts = [_check_n(n)] * len(names)
+        counts = [check_int(n, "n", 1)] * len(names)
     axes = []
     for (lo, hi), k in zip(bounds, counts, strict=True):
         axes.append(np.array([(lo + hi) / 2]) if k == 1 else np.linspace(lo, hi, k))

@@ -28,6 +28,7 @@ import torch
 from scipy import optimize
 
 from ._threads import torch_threads
+from ._validation import check_int, check_number, check_seed
 from .hmc import ChEESMove, InterweavedMove, PoolingFlip, batched_value_and_grad
 from .likelihood import DTYPE
 from .posterior import ConvergenceWarning, Posterior
@@ -290,46 +291,48 @@ def run_sampler(
     if moves is None and resume is not None and resume.info.get("moves") in ("hmc", "de"):
         moves = resume.info["moves"]  # continue with the archived chain's moves
     hmc = _is_hmc(moves)
-    n_steps = resolve_budget(moves, n_steps)
-    _check_int(n_steps, "n_steps", 2)
+    n_steps = check_int(resolve_budget(moves, n_steps), "n_steps", 2)
+    seed = check_seed(seed)
     if n_walkers is None:
         n_walkers = HMC_WALKERS if hmc else max(32, 2 * d + 2)
         n_walkers += n_walkers % 2
     least = 4 if hmc else 2 * d
-    if not isinstance(n_walkers, (int, np.integer)) or n_walkers < least or n_walkers % 2:
+    if (
+        isinstance(n_walkers, bool)
+        or not isinstance(n_walkers, (int, np.integer))
+        or n_walkers < least
+        or n_walkers % 2
+    ):
         why = "the gradient move adapts across walkers" if hmc else "emcee's ensemble moves"
         raise ValueError(
             f"n_walkers must be an even integer ≥ {least} ({why} need it), got {n_walkers!r}"
         )
-    _check_int(checkpoint_every, "checkpoint_every", 1)
+    check_int(checkpoint_every, "checkpoint_every", 1)
     if warmup is None:
         # into an archive the warm-up does not depend on the budget, so that a run resumed
         # to a larger budget equals the uninterrupted one
         warmup = (HMC_WARMUP if checkpoint else min(HMC_WARMUP, n_steps // 2)) if hmc else 0
-    _check_int(warmup, "warmup", 0)
+    check_int(warmup, "warmup", 0)
     if hmc and warmup >= n_steps and checkpoint is None:
         # (into an archive a short first run may stop inside the warm-up and be resumed)
         raise ValueError(f"warmup must be smaller than n_steps = {n_steps}, got {warmup}")
-    _check_int(max_leapfrog, "max_leapfrog", 1)
-    if not (isinstance(target_accept, (int, float)) and 0 < target_accept < 1):
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
+    check_int(max_leapfrog, "max_leapfrog", 1)
+    check_number(target_accept, "target_accept", 0, 1)
     if check_every is None:
         check_every = 50 if hmc else 500
-    _check_int(check_every, "check_every", 1)
+    check_int(check_every, "check_every", 1)
     if min_steps is None:
         min_steps = warmup + 50 if hmc else 1000
-    _check_int(min_steps, "min_steps", 0)
-    _check_int(n_starts, "n_starts", 1)
-    if burn is not None and not (0 <= burn < n_steps):
-        raise ValueError(f"burn must be in [0, n_steps), got {burn!r}")
-    if not (isinstance(target_ess, (int, float)) and target_ess > 0):
-        raise ValueError(f"target_ess must be a positive number, got {target_ess!r}")
-    if not (isinstance(target_rhat, (int, float)) and target_rhat > 1):
-        raise ValueError(f"target_rhat must be a number > 1, got {target_rhat!r}")
-    if time_budget is not None and not (isinstance(time_budget, (int, float)) and time_budget > 0):
-        raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
+    check_int(min_steps, "min_steps", 0)
+    check_int(n_starts, "n_starts", 1)
+    if burn is not None and check_int(burn, "burn", 0) >= n_steps:
+        raise ValueError(f"burn: expected an integer in [0, n_steps = {n_steps}), got {burn!r}")
+    check_number(target_ess, "target_ess", 0)
+    check_number(target_rhat, "target_rhat", 1)
+    if time_budget is not None:
+        check_number(time_budget, "time_budget", 0, what="a positive number of seconds")
     if threads is not None:
-        _check_int(threads, "threads", 1)
+        check_int(threads, "threads", 1)
     rng = np.random.default_rng(seed)
     if threads is None and model.Nmax <= 256:
         threads = 1
@@ -359,11 +362,6 @@ def run_sampler(
         if resume is not None:
             return _continue(model, calibrator, run, resume)
         return _run(model, calibrator, run, init, rng)
-
-
-def _check_int(value: Any, name: str, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise ValueError(f"{name} must be an integer ≥ {least}, got {value!r}")
 
 
 @dataclass

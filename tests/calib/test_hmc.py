@@ -239,14 +239,26 @@ def test_bad_sampler_settings_are_refused_before_work():
         cal.sample(n_walkers=2, moves="hmc")
     with pytest.raises(ValueError, match="warmup must be smaller than n_steps"):
         cal.sample(n_steps=100, warmup=100, moves="hmc")
-    with pytest.raises(ValueError, match="target_ess must be a positive number"):
+    with pytest.raises(ValueError, match="target_ess: expected a positive number"):
         cal.sample(target_ess=0)
-    with pytest.raises(ValueError, match="time_budget must be a positive number"):
+    with pytest.raises(ValueError, match="time_budget: expected a positive number of seconds"):
         cal.sample(time_budget=-1)
     with pytest.raises(ValueError, match="give n_steps or max_steps"):
         cal.sample(n_steps=100, max_steps=200)
-    with pytest.raises(ValueError, match="n_steps must be an integer ≥ 2, got 1"):
+    with pytest.raises(ValueError, match="n_steps: expected an integer ≥ 2, got 1"):
         cal.sample(max_steps=1)
+    # issue 13: truncated or accepted before
+    with pytest.raises(ValueError, match="burn: expected an integer ≥ 0, got 2.5"):
+        cal.sample(burn=2.5)
+    with pytest.raises(ValueError, match="min_steps: expected an integer ≥ 0, got -1"):
+        cal.sample(min_steps=-1)
+    for seed in (-1, 2**70, 1.5):
+        with pytest.raises(
+            ValueError, match=r"seed: expected None or an integer in \[0, 2\*\*63\)"
+        ):
+            cal.sample(seed=seed)
+    with pytest.raises(ValueError, match="target_accept: expected a number in \\(0, 1\\), got 1.2"):
+        cal.sample(target_accept=1.2)
 
 
 def _hierarchy():
