@@ -275,7 +275,7 @@ class Calibrator:
         n_walkers: int | None = None,
         n_steps: int | None = None,
         seed: int | None = None,
-        progress: bool = False,
+        progress: bool | None = None,
         archive: str | None = None,
         resume: bool = False,
         checkpoint_every: int = 500,
@@ -300,8 +300,9 @@ class Calibrator:
             ``moves="hmc"``). Sampling stops earlier once converged.
         seed : int, optional
             The same seed gives the same chain.
-        progress : bool
-            A progress bar.
+        progress : bool, optional
+            A progress bar with the acceptance and the convergence estimate; default on
+            when stderr is a terminal.
         archive : str or path-like, optional
             Study archive (HDF5, docs/archive.md): the chain is written into it every
             ``checkpoint_every`` steps with emcee's state, then the summaries.

@@ -492,7 +492,7 @@ def run_design(
     archive: str | os.PathLike | RunArchive | None = None,
     timeout: float | None = None,
     retries: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     *,
     rerun_failed: bool = False,
     chunksize: int | str = "auto",
@@ -518,8 +518,8 @@ def run_design(
         Seconds a run may take; a longer run is recorded with status ``"timeout"``.
     retries : int
         Extra attempts, within this call, for a run that fails.
-    progress : bool
-        Show a progress bar (tqdm, on stderr).
+    progress : bool, optional
+        Show a progress bar (tqdm, on stderr); default: when stderr is a terminal.
     rerun_failed : bool
         On resume, also run again the runs the archive records as failed.
     chunksize : int or "auto"
@@ -600,7 +600,7 @@ def run_design(
                 executor,
                 timeout,
                 retries,
-                progress,
+                sys.stderr.isatty() if progress is None else progress,
                 chunksize,
                 m,
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -196,7 +197,7 @@ def run_sampler(
     n_walkers: int | None = None,
     n_steps: int | None = None,
     seed: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     moves: Any = None,
     burn: int | None = None,
     n_starts: int = 8,
@@ -231,8 +232,9 @@ def run_sampler(
     seed : int, optional
         Fixes the MAP starts, the walkers' initial scatter and emcee's generator: the same
         seed gives the same chain.
-    progress : bool
-        A progress bar (tqdm).
+    progress : bool, optional
+        A progress bar (tqdm, on stderr) with the acceptance and, at every check, the worst
+        R̂ and the smallest ESS. Default: on when stderr is a terminal.
     moves : {"hmc", "de"} or emcee move(s), optional
         ``"hmc"`` (default): :class:`calib.hmc.ChEESMove`, HMC on the autograd gradient (in
         direct mode the simulator's ∂η/∂θ by central differences: 2·q extra runs per
@@ -333,6 +335,8 @@ def run_sampler(
         check_number(time_budget, "time_budget", 0, what="a positive number of seconds")
     if threads is not None:
         check_int(threads, "threads", 1)
+    if progress is None:
+        progress = sys.stderr.isatty()
     rng = np.random.default_rng(seed)
     if threads is None and model.Nmax <= 256:
         threads = 1
@@ -595,13 +599,19 @@ def _loop(
     out_of_time = False
 
     def check(done: int) -> bool:
-        return (
+        if not (
             run.autocorr_stop
             and done >= run.min_steps
             and done < run.n_steps
             and done % run.check_every == 0
-            and _converged(calibrator, sampler.get_chain(), sampler.get_log_prob(), run, info)
+        ):
+            return False
+        ok, rhat_max, ess_min = _verdict(
+            calibrator, sampler.get_chain(), sampler.get_log_prob(), run, info
         )
+        if bar is not None:
+            bar.set_postfix_str(f"R̂ max {rhat_max:.3f}, ESS min {ess_min:.0f}")
+        return ok
 
     bar = None
     if run.progress:
@@ -627,6 +637,9 @@ def _loop(
             for state in sampler.sample(state, iterations=k, skip_initial_state_check=True):  # noqa: B007, B020
                 if bar is not None:
                     bar.update(1)
+            if bar is not None:
+                acc = float(np.mean(sampler.backend.accepted)) / max(sampler.iteration, 1)
+                bar.set_description(f"sampling (acceptance {acc:.2f})")
             done += k
             stopped_early = check(done)
             if stopped_early and bar is not None:
@@ -658,13 +671,18 @@ def _loop(
     return post
 
 
-def _converged(calibrator, chain, log_prob, run: _Settings, info: dict[str, Any]) -> bool:
+def _verdict(
+    calibrator, chain, log_prob, run: _Settings, info: dict[str, Any]
+) -> tuple[bool, float, float]:
     """The stopping rule: the verdict of the posterior the chain gives now (burn-in as
-    :func:`posterior_from_chain` sets it)."""
+    :func:`posterior_from_chain` sets it), with its worst R̂ and smallest bulk ESS."""
     post = posterior_from_chain(
         calibrator, chain, log_prob, np.zeros(chain.shape[1]), run.burn, False, info
     )
-    return post.kept.shape[0] >= 4 and post.converged
+    if post.kept.shape[0] < 4:
+        return False, math.nan, 0.0
+    d = post.diagnostics()
+    return post.converged, d["rhat_max"], d["ess_min"]
 
 
 def posterior_from_chain(

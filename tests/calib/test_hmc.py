@@ -303,3 +303,12 @@ def test_time_budget_ends_the_run_at_a_check():
             check_every=20,
         )
     assert post.info.get("stopped_by_time_budget") and post.chain.shape[0] == 20
+
+
+def test_progress_defaults_to_off_when_stderr_is_not_a_terminal(capfd):
+    _conjugate().sample(n_walkers=8, n_steps=60, seed=1, warmup=30, autocorr_stop=False)
+    assert "sampling" not in capfd.readouterr().err  # pytest's stderr is no terminal
+    _conjugate().sample(
+        n_walkers=8, n_steps=60, seed=1, warmup=30, autocorr_stop=False, progress=True
+    )
+    assert "sampling (acceptance" in capfd.readouterr().err
