@@ -182,7 +182,7 @@ def _columns(simulator: Any) -> tuple[str, ...]:
 
 
 def _parameter_bounds(p: Parameter, prior_quantiles: tuple[float, float]) -> tuple[float, float]:
-    lo, hi = p.lower, p.upper
+    lo, hi = p.given_bounds  # a side only the prior's support closes is open here
     if lo is None or hi is None:
         if p.prior is None:
             raise ValueError(

@@ -100,6 +100,9 @@ class Parameter:
         self.name = name
         self.lower = _bound(lower, name, "lower")
         self.upper = _bound(upper, name, "upper")
+        #: the bounds as given (None where the prior's support supplied ``lower``/``upper``):
+        #: a design box takes the prior's quantiles on a side the user left open
+        self.given_bounds = (self.lower, self.upper)
         if self.lower is not None and self.upper is not None and not self.lower < self.upper:
             raise ValueError(
                 f"Parameter '{name}': lower must be < upper, got lower={lower!r}, upper={upper!r}"

@@ -95,3 +95,21 @@ def test_bad_input_messages():
         Design(("a",), [[np.nan]], 0)
     with pytest.raises(ValueError, match="prior_quantiles"):
         design_bounds(sim, THETA, XB, prior_quantiles=(0.5, 0.4))
+
+
+def test_a_side_only_the_prior_support_closes_uses_the_prior_quantile():
+    """issue 12: LogNormal(0, 0.7) with no bounds was designed on [0, 6.07] (the support's 0
+    taken as a bound); docs/simulators.md: an open side uses the prior's 0.5 % quantile."""
+    from scipy import stats
+
+    sim = FunctionSimulator(lambda X, T: T[:, :1], (), ("k1",), ("y",), vectorized=True)
+    k1 = Parameter("k1", prior=LogNormal(0.0, 0.7))
+    assert k1.lower == 0.0 and k1.given_bounds == (None, None)
+    d = latin_hypercube(sim, [k1], n=50, seed=0)
+    lo, hi = stats.lognorm(s=0.7).ppf([0.005, 0.995])
+    col = np.asarray(d.array)[:, 0]
+    assert lo <= col.min() < lo + (hi - lo) / 50 and hi - (hi - lo) / 50 < col.max() <= hi
+    # a bound the user gives is the design's edge
+    k2 = Parameter("k1", lower=0.0, prior=LogNormal(0.0, 0.7))
+    col = np.asarray(latin_hypercube(sim, [k2], n=50, seed=0).array)[:, 0]
+    assert 0.0 <= col.min() < hi / 50
