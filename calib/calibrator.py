@@ -11,7 +11,7 @@ import torch
 from ._device import resolve_device
 from .campaign import Campaign
 from .discrepancy import Discrepancy
-from .forward import make_forward
+from .forward import FixedValues, make_forward
 from .interfaces import is_emulator
 from .likelihood import DTYPE, NOISE_MODES, Model
 from .parameters import Parameter
@@ -195,9 +195,12 @@ class Calibrator:
         self.input_names = in_names
         self.output_names = out_names
         self.device = device
+        # fixed parameters reach the forward model, not the sampled vector
+        fixed = {k: prm.value for k, prm in enumerate(ordered) if prm.value is not None}
+        sampled = [prm for prm in ordered if prm.value is None]
         self.model = Model(
-            make_forward(model, device),
-            ordered,
+            make_forward(model, device, FixedValues(len(ordered), fixed) if fixed else None),
+            sampled,
             cnames,
             [s[0] for s in shaped],
             [s[1] for s in shaped],

@@ -27,7 +27,35 @@ import torch
 
 from .interfaces import is_emulator
 
-__all__ = ["SimulatorForward", "EmulatorForward", "emulator_on", "make_forward"]
+__all__ = ["FixedValues", "SimulatorForward", "EmulatorForward", "emulator_on", "make_forward"]
+
+
+class FixedValues:
+    """The fixed parameters (``Parameter(..., value=)``) among a forward model's ``q``:
+    the sampled ``θ (..., q_free)`` becomes the model's ``(..., q)`` with the fixed values
+    in their columns."""
+
+    def __init__(self, q: int, fixed: dict[int, float]):
+        self.free = [k for k in range(q) if k not in fixed]
+        self.values = np.array([fixed[k] for k in sorted(fixed)], dtype=float)
+        order = self.free + sorted(fixed)
+        self.perm = np.argsort(order)  # columns of [θ_free, fixed] in the model's order
+        self._t: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def full_np(self, th: np.ndarray) -> np.ndarray:
+        c = np.broadcast_to(self.values, th.shape[:-1] + self.values.shape)
+        return np.concatenate([th, c], axis=-1)[..., self.perm]
+
+    def full(self, theta: torch.Tensor) -> torch.Tensor:
+        key = (theta.dtype, theta.device)
+        if key not in self._t:
+            self._t[key] = (
+                torch.as_tensor(self.values, dtype=theta.dtype, device=theta.device),
+                torch.as_tensor(self.perm, device=theta.device),
+            )
+        values, perm = self._t[key]
+        c = values.expand(*theta.shape[:-1], -1)
+        return torch.cat([theta, c], dim=-1).index_select(-1, perm)
 
 
 def _run_rows(sim, X: np.ndarray, Theta: np.ndarray) -> np.ndarray:
@@ -62,30 +90,33 @@ class _SimulatorFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, theta: torch.Tensor, sim, X: np.ndarray) -> torch.Tensor:
+    def forward(ctx, theta: torch.Tensor, sim, X: np.ndarray, fixed) -> torch.Tensor:
         W, n, q = theta.shape
         th = theta.detach().cpu().numpy()
+        full = th if fixed is None else fixed.full_np(th)
         Xr = np.broadcast_to(X, (W, n, X.shape[1])).reshape(W * n, X.shape[1])
-        out = _run_rows(sim, Xr, th.reshape(W * n, q)).reshape(W, n, -1)
-        ctx.sim, ctx.X, ctx.th = sim, X, th
+        out = _run_rows(sim, Xr, full.reshape(W * n, full.shape[-1])).reshape(W, n, -1)
+        ctx.sim, ctx.X, ctx.th, ctx.fixed = sim, X, th, fixed
         return torch.as_tensor(out, dtype=theta.dtype, device=theta.device)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        sim, X, th = ctx.sim, ctx.X, ctx.th
-        W, n, q = th.shape
+        sim, X, th, fixed = ctx.sim, ctx.X, ctx.th, ctx.fixed
+        W, n, q = th.shape  # the sampled parameters only: a fixed one needs no derivative
         h = np.cbrt(np.finfo(float).eps) * np.maximum(np.abs(th), 1e-3)  # (W, n, q)
         eye = np.eye(q)
         # (2, q, W, n, q): +h and -h steps in each coordinate k
         steps = np.stack([eye[:, None, None, :] * h[None], -eye[:, None, None, :] * h[None]])
         Th = (th[None, None] + steps).reshape(-1, q)
+        if fixed is not None:
+            Th = fixed.full_np(Th)
         Xr = np.broadcast_to(X, (2 * q * W, n, X.shape[1])).reshape(2 * q * W * n, X.shape[1])
         f = _run_rows(sim, Xr, Th).reshape(2, q, W, n, -1)
         hk = np.moveaxis(h, -1, 0)[..., None]  # (q, W, n, 1)
         jac = (f[0] - f[1]) / (2.0 * hk)  # (q, W, n, m): ∂η/∂θ_k
         g = torch.as_tensor(np.nan_to_num(jac), dtype=grad_out.dtype, device=grad_out.device)
         grad_theta = torch.einsum("kwnm,wnm->wnk", g, grad_out)
-        return grad_theta, None, None
+        return grad_theta, None, None, None
 
 
 class SimulatorForward:
@@ -93,11 +124,12 @@ class SimulatorForward:
 
     emulator = False
 
-    def __init__(self, simulator):
+    def __init__(self, simulator, fixed: FixedValues | None = None):
         self.model = simulator
+        self.fixed = fixed
 
     def __call__(self, X: np.ndarray, theta: torch.Tensor):
-        mean = _SimulatorFn.apply(theta, self.model, X)
+        mean = _SimulatorFn.apply(theta, self.model, X, self.fixed)
         failed = ~torch.isfinite(mean).all(dim=-1).all(dim=-1)
         return mean, None, failed
 
@@ -107,12 +139,15 @@ class EmulatorForward:
 
     emulator = True
 
-    def __init__(self, emulator):
+    def __init__(self, emulator, fixed: FixedValues | None = None):
         self.model = emulator
+        self.fixed = fixed
         self.selects_outputs = _takes_outputs(emulator.predict_torch)
         self._index: dict[tuple[int, ...], torch.Tensor] = {}
 
     def __call__(self, X: np.ndarray, theta: torch.Tensor):
+        if self.fixed is not None:
+            theta = self.fixed.full(theta)
         W, n, _ = theta.shape
         Xt = torch.as_tensor(X, dtype=theta.dtype, device=theta.device).expand(W, n, -1)
         mean, cov = self.model.predict_torch(torch.cat([Xt, theta], dim=-1))
@@ -134,6 +169,8 @@ class EmulatorForward:
         outputs : tuple of int, optional
             The outputs wanted (``k = len(outputs)``); all ``m`` when None.
         """
+        if self.fixed is not None:
+            theta = self.fixed.full(theta)
         W, n, _ = theta.shape
         inputs = torch.cat([X.expand(W, n, -1), theta], dim=-1)
         if outputs is not None and self.selects_outputs:
@@ -225,9 +262,13 @@ def emulator_on(emulator, device: torch.device):
     return rebuild(emulator.state_dict(), device=str(device))
 
 
-def make_forward(model, device: torch.device | None = None) -> SimulatorForward | EmulatorForward:
+def make_forward(
+    model, device: torch.device | None = None, fixed: FixedValues | None = None
+) -> SimulatorForward | EmulatorForward:
     """The forward model of ``model`` (a simulator or an emulator) for a calibration on
-    ``device`` (default the CPU); an emulator is placed there by :func:`emulator_on`."""
+    ``device`` (default the CPU); an emulator is placed there by :func:`emulator_on`.
+    ``fixed`` inserts the fixed parameters' values."""
     if not is_emulator(model):
-        return SimulatorForward(model)
-    return EmulatorForward(emulator_on(model, torch.device("cpu") if device is None else device))
+        return SimulatorForward(model, fixed)
+    dev = torch.device("cpu") if device is None else device
+    return EmulatorForward(emulator_on(model, dev), fixed)

@@ -34,6 +34,34 @@ POOLING_MODES = ("complete", "none", "partial")
 TRANSFORM_KINDS = ("identity", "lower", "upper", "both")
 
 
+def _fixed_value(
+    value: Any, name: str, lower: float | None, upper: float | None, prior: Any, pooling: str
+) -> float | None:
+    """The value of a fixed parameter (``Parameter(..., value=)``), checked."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"Parameter '{name}': value: expected a number, got {value!r}")
+    v = float(value)
+    if math.isnan(v):
+        raise ValueError(f"Parameter '{name}': value: expected a number, got nan")
+    if (lower is not None and v < lower) or (upper is not None and v > upper):
+        raise ValueError(
+            f"Parameter '{name}': value: expected a number in the bounds [{lower}, {upper}], "
+            f"got {v!r}"
+        )
+    if pooling != "complete":
+        raise ValueError(
+            f"Parameter '{name}': a fixed value is the same in every campaign: expected "
+            f"pooling='complete', got pooling={pooling!r}"
+        )
+    if prior is not None:
+        raise ValueError(
+            f"Parameter '{name}': value={v!r} fixes it, so it takes no prior; got prior={prior!r}"
+        )
+    return v
+
+
 def _bound(value: Any, name: str, which: str) -> float | None:
     if value is None:
         return None
@@ -69,6 +97,11 @@ class Parameter:
     pooling : {"complete", "none", "partial"}
         ``"complete"``: one θ for all campaigns; ``"none"``: an independent θ per campaign,
         each with the prior; ``"partial"``: ``u_ℓ = g(θ_ℓ) ~ N(μ, τ²)``.
+    value : float, optional
+        Fix the parameter at this value: it is passed to the simulator (or emulator) but
+        not sampled, and recorded in the archive (e.g. a support stiffness at ``inf`` for a
+        clamp). ``pooling`` must stay ``"complete"`` and no ``prior`` is given; bounds, if
+        given, must contain it.
     centered : bool
         For ``pooling="partial"``: sample ``z_ℓ = (u_ℓ − μ)/τ ~ N(0, 1)`` (non-centred,
         the default) or ``u_ℓ`` itself (centred, ``centered=True``). The same posterior
@@ -92,6 +125,7 @@ class Parameter:
         prior: Prior | None = None,
         pooling: str = "complete",
         centered: bool = False,
+        value: float | None = None,
     ):
         if not isinstance(name, str) or not name:
             raise TypeError(f"Parameter: name must be a non-empty string, got {name!r}")
@@ -115,6 +149,10 @@ class Parameter:
         if not isinstance(centered, bool):
             raise TypeError(f"Parameter '{name}': centered must be True or False, got {centered!r}")
         self.centered = centered
+        self.value = _fixed_value(value, name, self.lower, self.upper, prior, pooling)
+        if self.value is not None:  # not sampled: no prior, no transform
+            self.prior = None
+            return
         prior = check_prior(prior, f"Parameter '{name}': prior")
         if prior is None and self.bounded:
             prior = Uniform(self.lower, self.upper)
@@ -230,6 +268,7 @@ class Parameter:
             "prior": None if self.prior is None else self.prior.to_dict(),
             "pooling": self.pooling,
             "centered": self.centered,
+            "value": self.value,
         }
 
     @classmethod
@@ -243,6 +282,7 @@ class Parameter:
             prior,
             d.get("pooling", "complete"),
             centered=bool(d.get("centered", False)),
+            value=d.get("value"),
         )
 
     def __repr__(self) -> str:
@@ -250,6 +290,7 @@ class Parameter:
             f"Parameter({self.name!r}, lower={self.lower!r}, upper={self.upper!r}, "
             f"prior={self.prior!r}, pooling={self.pooling!r}"
             + (", centered=True" if self.pooling == "partial" and self.centered else "")
+            + ("" if self.value is None else f", value={self.value!r}")
             + ")"
         )
 
