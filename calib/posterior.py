@@ -190,11 +190,15 @@ class Posterior:
 
     @property
     def names(self) -> list[str]:
-        """Every quantity that :meth:`draws` accepts."""
-        return list(self._compute_quantities())
+        """Every quantity that :meth:`draws` accepts (and :meth:`summary` lists)."""
+        return list(self._all_quantities())
+
+    def _all_quantities(self) -> dict[str, np.ndarray]:
+        """The sampled quantities, then ``E.typical`` and ``E.new`` (:meth:`summary`)."""
+        return {**self._compute_quantities(), **self._population_quantities()}
 
     def _key(self, name: str, campaign: str | None) -> str:
-        q = self._compute_quantities()
+        q = self._all_quantities()
         if campaign is not None:
             if campaign not in self.model.campaign_names:
                 raise ValueError(
@@ -220,7 +224,8 @@ class Posterior:
         Parameters
         ----------
         name : str
-            ``"E"``, ``"E.mean"``, ``"E.scale"``, ``"noise.sd"``, ``"discrepancy.scale"``, ...
+            ``"E"``, ``"E.mean"``, ``"E.scale"``, ``"E.typical"``, ``"E.new"``,
+            ``"noise.sd"``, ``"discrepancy.scale"``, ...
         campaign : str, optional
             Required for per-campaign values (pooling ``"none"``/``"partial"``, per-campaign noise).
 
@@ -228,15 +233,62 @@ class Posterior:
         -------
         ndarray of shape (n_kept · n_walkers,), ordered step-major.
         """
-        return self._compute_quantities()[self._key(name, campaign)].reshape(-1)
+        return self._all_quantities()[self._key(name, campaign)].reshape(-1)
 
     # ------------------------------------------------------------------ summaries
     def summary(self) -> Summary:
         """Mean, sd, 5/50/95 % quantiles, MCSE of the mean, bulk and tail ESS, rank-normalized
-        split-R̂, and whether each quantity meets the convergence targets."""
-        diag = self._diagnose()
+        split-R̂, and whether each quantity meets the convergence targets.
+
+        A partially pooled parameter ``E`` also has two rows in its own units (``E.mean`` and
+        ``E.scale`` act on the unconstrained scale u = g(E)): ``E.typical``, the population's
+        median g⁻¹(μ), and ``E.new``, a new campaign's value g⁻¹(μ + τ z), z ~ N(0, 1), whose
+        q5–q95 is the 90 % interval of campaign values the population implies. These are
+        functions of the quantities above (they are not part of the verdict)."""
+        rows = self._rows(self._compute_quantities(), self._diagnose())
+        pop = self._population_quantities()
+        if pop:
+            rows += self._rows(pop, self._diagnose_quantities(pop))
+        return Summary(rows)
+
+    def _population_quantities(self) -> dict[str, np.ndarray]:
+        """``E.typical`` and ``E.new`` (in E's units) of every partially pooled parameter."""
+        cached = getattr(self, "_population_cache", None)
+        if cached is not None:
+            return cached
+        q = self._compute_quantities()
+        out: dict[str, np.ndarray] = {}
+        z = None
+        for prm in self.model.parameters:
+            if prm.pooling != "partial":
+                continue
+            n = prm.name
+            mu, tau = q[f"{n}.mean"], q[f"{n}.scale"]
+            if z is None:  # one fixed stream: the summary of a posterior is reproducible
+                z = np.random.default_rng(0).standard_normal(mu.shape)
+            with torch.no_grad():
+                typical = prm.to_constrained(torch.as_tensor(mu, dtype=DTYPE))[0]
+                new = prm.to_constrained(torch.as_tensor(mu + tau * z, dtype=DTYPE))[0]
+            out[f"{n}.typical"], out[f"{n}.new"] = typical.numpy(), new.numpy()
+        self._population_cache = out
+        return out
+
+    def _diagnose_quantities(self, q: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+        names = list(q)
+        res = diagnostics.summarize(np.stack([q[n] for n in names], axis=-1))
+        t_rhat, t_ess = self.targets
+        out: dict[str, dict[str, Any]] = {}
+        for i, n in enumerate(names):
+            row = {key: float(np.asarray(v)[i]) for key, v in res.items()}
+            constant = bool(np.ptp(q[n]) == 0)
+            row["ok"] = constant or bool(row["rhat"] < t_rhat and row["ess_bulk"] >= t_ess)
+            out[n] = row
+        return out
+
+    @staticmethod
+    def _rows(quantities: dict[str, np.ndarray], diag: dict[str, dict[str, Any]]) -> list[dict]:
         rows = []
-        for name, x in self._compute_quantities().items():
+        for name, x in quantities.items():
             flat = x.reshape(-1)
             q5, q50, q95 = np.quantile(flat, [0.05, 0.5, 0.95])
             d = diag[name]
@@ -257,7 +309,7 @@ class Posterior:
                     "mcse_q95": d["mcse_q95"],
                 }
             )
-        return Summary(rows)
+        return rows
 
     @property
     def targets(self) -> tuple[float, float]:
@@ -273,17 +325,7 @@ class Posterior:
         cached = getattr(self, "_diag_cache", None)
         if cached is not None:
             return cached
-        q = self._compute_quantities()
-        names = list(q)
-        X = np.stack([q[n] for n in names], axis=-1)  # (n_kept, n_walkers, k)
-        res = diagnostics.summarize(X)
-        t_rhat, t_ess = self.targets
-        out: dict[str, dict[str, Any]] = {}
-        for i, n in enumerate(names):
-            row = {key: float(np.asarray(v)[i]) for key, v in res.items()}
-            constant = bool(np.ptp(X[..., i]) == 0)
-            row["ok"] = constant or bool(row["rhat"] < t_rhat and row["ess_bulk"] >= t_ess)
-            out[n] = row
+        out = self._diagnose_quantities(self._compute_quantities())
         self._diag_cache = out
         return out
 

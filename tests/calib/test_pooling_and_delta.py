@@ -145,3 +145,29 @@ def test_reality_prediction_is_simulator_plus_delta():
     np.testing.assert_allclose(pz.sd, dz.sd, rtol=1e-12)
     noisy = post.predict(xs, campaign="c0", noise=True, n_draws=None)
     np.testing.assert_allclose(noisy.sd, np.sqrt(dz.sd**2 + 0.05**2), rtol=1e-12)
+
+
+def test_summary_gives_the_population_in_the_parameters_own_units():
+    """issue 12: E.mean and E.scale act on u = g(E); E.typical = g⁻¹(μ) and E.new =
+    g⁻¹(μ + τz) are in E's units, computed here from the draws by hand."""
+    rng = np.random.default_rng(5)
+    sim = FunctionSimulator(
+        lambda X, T: T[:, :1] * X[:, :1], ("x",), ("E",), ("y",), vectorized=True
+    )
+    x = np.linspace(1, 2, 5)
+    camps = [
+        Campaign(c, x=x, y=e * x + 0.1 * rng.standard_normal(5), noise_sd=0.1)
+        for c, e in (("A", 2.0), ("B", 2.4), ("C", 2.2))
+    ]
+    E = Parameter("E", 1.0, 4.0, pooling="partial")
+    post = Calibrator(sim, [E], camps, noise="known").sample(
+        n_walkers=8, n_steps=60, warmup=30, seed=1, autocorr_stop=False
+    )
+    s = post.summary()
+    mu = post.draws("E.mean").reshape(-1)
+    typical = 1.0 + 3.0 / (1.0 + np.exp(-mu))  # g⁻¹ of the bounds' logit
+    assert s["E.typical"]["mean"] == pytest.approx(typical.mean(), rel=1e-12)
+    assert s["E.typical"]["q50"] == pytest.approx(np.quantile(typical, 0.5), rel=1e-12)
+    assert 1.0 < s["E.new"]["q5"] < s["E.typical"]["q50"] < s["E.new"]["q95"] < 4.0
+    assert s["E.new"]["sd"] > s["E.typical"]["sd"]  # a new campaign adds the spread τ
+    assert "E.typical" not in post.diagnostics()["rhat"]  # not part of the verdict
