@@ -74,6 +74,14 @@ class Prediction:
         """Marginal predictive standard deviations, shape ``(n, m)``."""
         return np.sqrt(self.var)
 
+    def __repr__(self) -> str:
+        n, m = np.shape(self.mean)
+        cov = "" if self.cov is None else ", with covariance"
+        return (
+            f"Prediction({n} points × {m} outputs{cov}; mean {np.nanmin(self.mean):.4g} to "
+            f"{np.nanmax(self.mean):.4g}, sd {np.nanmin(self.sd):.3g} to {np.nanmax(self.sd):.3g})"
+        )
+
 
 @runtime_checkable
 class Emulator(Protocol):

@@ -55,6 +55,16 @@ class PosteriorPrediction:
     level: float = 0.9
     output_names: tuple[str, ...] = field(default_factory=tuple)
 
+    def __repr__(self) -> str:
+        n, m = self.mean.shape
+        names = ", ".join(self.output_names[:3]) + (", …" if len(self.output_names) > 3 else "")
+        return (
+            f"PosteriorPrediction({n} points × {m} outputs{f' ({names})' if names else ''}, "
+            f"{len(self.draws)} draws, {self.level:.0%} interval; mean "
+            f"{np.nanmin(self.mean):.4g} to {np.nanmax(self.mean):.4g}, sd "
+            f"{np.nanmin(self.sd):.3g} to {np.nanmax(self.sd):.3g})"
+        )
+
 
 class Summary:
     """A table of posterior summaries: one row per quantity.

@@ -67,6 +67,19 @@ class ValidationResult:
     mahalanobis_pvalue: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        n, m = np.shape(self.mean)
+        parts = [
+            f"{n} points × {m} outputs",
+            f"NRMSE {self.nrmse_total:.3g}",
+            f"Q² {np.nanmean(self.q2):.3f}",
+            f"coverage {np.nanmean(self.coverage90):.2f} (90 %), "
+            f"{np.nanmean(self.coverage95):.2f} (95 %)",
+        ]
+        if self.mahalanobis_pvalue is not None:
+            parts.append(f"Mahalanobis p ≥ {np.nanmin(self.mahalanobis_pvalue):.3g}")
+        return f"ValidationResult({'; '.join(parts)}; .summary() for more)"
+
     def summary(self) -> dict[str, float]:
         """Scalar summaries averaged over outputs."""
         out = {

@@ -183,3 +183,17 @@ def test_same_seed_same_chain():
     a = cal.sample(n_walkers=8, n_steps=50, seed=4, autocorr_stop=False)
     b = cal.sample(n_walkers=8, n_steps=50, seed=4, autocorr_stop=False)
     np.testing.assert_array_equal(a.chain, b.chain)
+
+
+def test_results_print_short():
+    """issue 12: a PosteriorPrediction's repr was 1,310 characters of raw arrays."""
+    from calib.interfaces import Prediction
+    from calib.posterior import PosteriorPrediction
+
+    rng = np.random.default_rng(0)
+    m = rng.normal(size=(200, 2))
+    p = PosteriorPrediction(m, m**2, m - 1, m + 1, rng.normal(size=(50, 200, 2)), 0.9, ("a", "b"))
+    assert len(repr(p)) < 200 and "200 points × 2 outputs (a, b)" in repr(p)
+    assert "50 draws, 90% interval" in repr(p)
+    q = Prediction(m, m**2)
+    assert len(repr(q)) < 200 and "200 points × 2 outputs" in repr(q)

@@ -307,3 +307,12 @@ def test_training_is_deterministic(train_data):
         b = GPEmulator(n_restarts=2, seed=3).fit(Xn, Y).hyperparameters()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_validation_result_prints_short(fitted, train_data):
+    from emulators import validation
+
+    X, Y, _, _ = train_data
+    r = validation.held_out(fitted, X[:20], Y[:20])
+    assert len(repr(r)) < 300 and "NRMSE" in repr(r) and "coverage" in repr(r)
+    assert "\n" not in repr(r)
