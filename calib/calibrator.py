@@ -62,9 +62,11 @@ class Calibrator:
         (mean and sd of ``log σ_ℓ``). Missing entries use the documented defaults.
     noise_prior : Prior, optional
         Prior of σ for ``noise="shared"`` or ``"per_campaign"``; default ``HalfNormal(sd_y)``.
-    input_names, output_coords : optional
+    input_names, output_names, output_coords : optional
         For an emulator, which carries no names: the control inputs' names (default
-        ``x0, x1, ...``) and the outputs' coordinates. Ignored for a simulator, which has its own.
+        ``x0, x1, ...``), the outputs' names (default ``y0, y1, ...``) and the outputs'
+        coordinates; pass the simulator's, e.g. ``output_names=sim.output_names``. Ignored
+        for a simulator, which has its own.
     device : {"cpu", "cuda", "cuda:<index>"} or torch.device
         Where the log-posterior, its gradient, the δ draws and the predictions are computed
         (float64 either way; docs/gpu.md says when a GPU pays). An emulator computes there
@@ -98,6 +100,7 @@ class Calibrator:
         noise_prior: Prior | None = None,
         input_names: Sequence[str] | None = None,
         output_coords: np.ndarray | None = None,
+        output_names: Sequence[str] | None = None,
         device: str | torch.device | None = "cpu",
     ):
         device = resolve_device(device)
@@ -125,7 +128,16 @@ class Calibrator:
             )
             if len(in_names) != p:
                 raise ValueError(f"input_names: expected {p} names, got {len(in_names)}")
-            out_names = tuple(f"y{k}" for k in range(int(m)))
+            out_names = (
+                tuple(f"y{k}" for k in range(int(m)))
+                if output_names is None
+                else tuple(str(n) for n in output_names)
+            )
+            if len(out_names) != int(m) or len(set(out_names)) != len(out_names):
+                raise ValueError(
+                    f"output_names: expected {int(m)} distinct names (one per emulator output), "
+                    f"got {list(output_names)!r}"
+                )
             coords = output_coords
             ordered = parameters
         else:

@@ -104,3 +104,16 @@ def test_a_bad_fixed_value_is_refused(kwargs, match):
 
 def test_a_fixed_value_may_be_infinite():
     assert Parameter("stiffness", value=np.inf).value == np.inf
+
+
+def test_an_emulator_takes_the_simulators_output_names():
+    from emulators import GPEmulator
+
+    rng = np.random.default_rng(3)
+    X = rng.uniform(0, 1, (30, 2))
+    em = GPEmulator(seed=0).fit(X, _one(X[:, :1], X[:, 1:]))
+    kw = dict(noise="shared", input_names=("x",))
+    cal = Calibrator(em, [Parameter("k1", 0.0, 2.0)], _campaigns(), output_names=("y",), **kw)
+    assert cal.output_names == ("y",)
+    with pytest.raises(ValueError, match="output_names: expected 1 distinct names"):
+        Calibrator(em, [Parameter("k1", 0.0, 2.0)], _campaigns(), output_names=("a", "b"), **kw)
