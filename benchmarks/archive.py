@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import calib
-import calib.archive as archive
+import calib.archive.study as study
 from calib import Calibrator, Campaign, Parameter
 from calib.archive import StudyWriter
 from calib.priors import Normal
@@ -66,7 +66,7 @@ class _Timed:
         self.full_writes = self.checkpoints = 0
 
     def __enter__(self) -> _Timed:
-        self._saved = StudyWriter.checkpoint, StudyWriter._must_rewrite, archive._write_posterior
+        self._saved = StudyWriter.checkpoint, StudyWriter._must_rewrite, study._write_posterior
         checkpoint, must_rewrite, write_posterior = self._saved
 
         def timed_checkpoint(writer, cp, posterior=None):
@@ -87,13 +87,13 @@ class _Timed:
                 self.summary_s += time.perf_counter() - t0
 
         StudyWriter.checkpoint = timed_checkpoint
-        archive._write_posterior = timed_posterior
+        study._write_posterior = timed_posterior
         if self.rewrite_always:  # the archive before the chain journal
             StudyWriter._must_rewrite = lambda writer, n, posterior: True
         return self
 
     def __exit__(self, *exc) -> None:
-        StudyWriter.checkpoint, StudyWriter._must_rewrite, archive._write_posterior = self._saved
+        StudyWriter.checkpoint, StudyWriter._must_rewrite, study._write_posterior = self._saved
 
 
 def overhead(n_steps: int, every: int, tmp: Path) -> dict:

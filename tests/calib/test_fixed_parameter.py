@@ -117,3 +117,21 @@ def test_an_emulator_takes_the_simulators_output_names():
     assert cal.output_names == ("y",)
     with pytest.raises(ValueError, match="output_names: expected 1 distinct names"):
         Calibrator(em, [Parameter("k1", 0.0, 2.0)], _campaigns(), output_names=("a", "b"), **kw)
+
+
+def test_an_emulator_studys_output_names_survive_the_archive(tmp_path):
+    from emulators import GPEmulator
+
+    rng = np.random.default_rng(3)
+    X = rng.uniform(0, 1, (30, 2))
+    em = GPEmulator(seed=0).fit(X, _one(X[:, :1], X[:, 1:]))
+    cal = Calibrator(
+        em,
+        [Parameter("k1", 0.0, 2.0)],
+        _campaigns(),
+        noise="shared",
+        input_names=("x",),
+        output_names=("deflection",),
+    )
+    cal.sample(n_walkers=8, n_steps=30, warmup=15, seed=0, archive=tmp_path / "e.h5")
+    assert calib.load(tmp_path / "e.h5").calibrator.output_names == ("deflection",)

@@ -1,0 +1,169 @@
+"""The schema of the archive file: its constants, the ``/meta`` group, typed readers of
+attributes and datasets, and the file-system helpers every writer shares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+#: Version of the file layout; bumped when a reader of an older version could misread it.
+SCHEMA_VERSION = 1
+FORMAT = "calib study archive"
+
+#: The status of a run: not run yet, finished, raised / exited non-zero, ran past the
+#: timeout, returned NaN or the wrong shape or unparsable output.
+STATUSES = ("pending", "ok", "error", "timeout", "invalid")
+
+_STR = h5py.string_dtype(encoding="utf-8")
+_RNG_WORDS = 624  # MT19937 key length
+
+
+class ArchiveError(Exception):
+    """The archive cannot be read or written as asked (corrupt, wrong design, locked)."""
+
+
+# ---------------------------------------------------------------------- helpers
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    import scipy
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+    }
+
+
+def _calib_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("calib")
+    except Exception:  # noqa: BLE001 - a source checkout without metadata still writes
+        return "unknown"
+
+
+def _fsync_dir(path: Path) -> None:
+    # the rename itself must reach the disk, not only the file's data
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _strs(values: Any) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _open_h5(path: Path, mode: str = "r") -> h5py.File:
+    try:
+        return h5py.File(path, mode)
+    except OSError as exc:
+        raise ArchiveError(f"archive '{path}' cannot be opened as HDF5: {exc}") from None
+
+
+def _check_meta(f: h5py.File, path: Path) -> None:
+    if "meta" not in f:
+        return
+    version = int(f["meta"].attrs.get("schema_version", SCHEMA_VERSION))
+    if version > SCHEMA_VERSION:
+        raise ArchiveError(
+            f"archive '{path}' has schema version {version}; this calib reads up to "
+            f"{SCHEMA_VERSION}: upgrade calib"
+        )
+
+
+def _write_meta(f: h5py.File) -> None:
+    g = f.require_group("meta")
+    g.attrs["format"] = FORMAT
+    g.attrs["schema_version"] = SCHEMA_VERSION
+    if "created" not in g.attrs:
+        g.attrs["created"] = _now_iso()
+    g.attrs["calib_version"] = _calib_version()
+    g.attrs["versions"] = json.dumps(_versions(), sort_keys=True)
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The attributes of ``/meta`` as a dict (``versions`` decoded from JSON)."""
+    path = Path(path)
+    with _open_h5(path) as f:
+        _check_meta(f, path)
+        if "meta" not in f:
+            raise ArchiveError(f"archive '{path}' has no /meta group")
+        meta = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f["meta"].attrs.items()}
+    if "versions" in meta:
+        meta["versions"] = json.loads(meta["versions"])
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in meta.items()}
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON-serializable: {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------------- reading
+def _attr_str(obj: Any, key: str, path: Path, default: Any = ...) -> Any:
+    if key not in obj.attrs:
+        if default is ...:
+            raise ArchiveError(f"archive '{path}': {obj.name} has no attribute '{key}'")
+        return default
+    v = obj.attrs[key]
+    if isinstance(v, bytes):
+        v = v.decode()
+    if not isinstance(v, str):
+        raise ArchiveError(
+            f"archive '{path}': {obj.name} attribute '{key}' should be a string, got {v!r}"
+        )
+    return v
+
+
+def _attr_num(obj: Any, key: str, path: Path, kind: type = int) -> Any:
+    if key not in obj.attrs:
+        raise ArchiveError(f"archive '{path}': {obj.name} has no attribute '{key}'")
+    v = obj.attrs[key]
+    if not (np.ndim(v) == 0 and isinstance(v, (int, float, np.integer, np.floating))):
+        raise ArchiveError(
+            f"archive '{path}': {obj.name} attribute '{key}' should be a number, got {v!r}"
+        )
+    if kind is int and (not float(v).is_integer()):
+        raise ArchiveError(f"archive '{path}': {obj.name} attribute '{key}' should be an integer")
+    return kind(v)
+
+
+def _dataset(g: h5py.Group, key: str, path: Path, ndim: int | None, kind: str = "f") -> np.ndarray:
+    """A numeric dataset of ``g`` checked for presence, rank and dtype kind."""
+    if key not in g:
+        raise ArchiveError(f"archive '{path}': {g.name} has no dataset '{key}'")
+    ds = g[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise ArchiveError(f"archive '{path}': {ds.name} should be a dataset, got a group")
+    ok_kinds = {"f": "f", "i": "iu", "u": "u"}[kind]
+    if ds.dtype.kind not in ok_kinds or ds.dtype.fields is not None:
+        raise ArchiveError(
+            f"archive '{path}': {ds.name} should hold "
+            f"{'floats' if kind == 'f' else 'integers'}, got dtype {ds.dtype}"
+        )
+    if ndim is not None and ds.ndim != ndim:
+        raise ArchiveError(
+            f"archive '{path}': {ds.name} should have {ndim} dimension(s), got shape {ds.shape}"
+        )
+    return ds[()]

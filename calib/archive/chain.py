@@ -1,0 +1,229 @@
+"""The ``/chain`` group: its writer, its validating reader, and :func:`read_chain`, which
+applies the chain journal's whole records after the file's chain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ._h5 import (
+    _RNG_WORDS,
+    _STR,
+    ArchiveError,
+    _attr_num,
+    _attr_str,
+    _check_meta,
+    _dataset,
+    _json_default,
+    _open_h5,
+    _strs,
+)
+from ._journal import _chainlog_bytes, _chainlog_path, _parse_chainlog
+
+
+def _write_chain(f: h5py.File, cp: Any, config: dict[str, Any]) -> None:
+    g = f.create_group("chain")
+    g.create_dataset("chain", data=np.asarray(cp.chain, dtype="<f8"))
+    g.create_dataset("log_prob", data=np.asarray(cp.log_prob, dtype="<f8"))
+    g.create_dataset("accepted", data=np.asarray(cp.accepted, dtype="<i8"))
+    name, keys, pos, has_gauss, cached = cp.rng_state
+    g.create_dataset("rng_key", data=np.asarray(keys, dtype="<u4"))
+    g.attrs["rng_bit_generator"] = str(name)
+    g.attrs["rng_pos"] = int(pos)
+    g.attrs["rng_has_gauss"] = int(has_gauss)
+    g.attrs["rng_cached_gaussian"] = float(cached)
+    g.attrs["iteration"] = int(cp.n_steps)
+    g.attrs["stopped_early"] = int(bool(cp.stopped_early))
+    g.attrs["labels"] = np.array(config["labels"], dtype=_STR)
+    g.attrs["info"] = json.dumps(cp.info, default=_json_default)
+
+
+def _read_checkpoint(f: h5py.File, path: Path) -> Any:
+    from ..sampling import Checkpoint
+
+    g = f["chain"]
+    if not isinstance(g, h5py.Group):
+        raise ArchiveError(f"archive '{path}': /chain should be a group")
+    chain = _dataset(g, "chain", path, 3)
+    n, w, d = chain.shape
+    log_prob = _dataset(g, "log_prob", path, 2)
+    accepted = _dataset(g, "accepted", path, 1, "i")
+    key = _dataset(g, "rng_key", path, 1, "i")
+    if n < 1:
+        raise ArchiveError(f"archive '{path}': /chain/chain holds no step")
+    if log_prob.shape != (n, w):
+        raise ArchiveError(
+            f"archive '{path}': /chain/log_prob has shape {log_prob.shape}, expected ({n}, {w})"
+        )
+    if accepted.shape != (w,) or (accepted < 0).any() or (accepted > n).any():
+        raise ArchiveError(
+            f"archive '{path}': /chain/accepted should be {w} counts in [0, {n}], got "
+            f"shape {accepted.shape}"
+        )
+    if key.shape != (_RNG_WORDS,):
+        raise ArchiveError(
+            f"archive '{path}': /chain/rng_key has shape {key.shape}, expected ({_RNG_WORDS},)"
+        )
+    if not np.isfinite(chain).all():
+        raise ArchiveError(f"archive '{path}': /chain/chain contains NaN or inf")
+    iteration = _attr_num(g, "iteration", path)
+    if iteration != n:
+        raise ArchiveError(
+            f"archive '{path}': /chain says iteration {iteration} but holds {n} steps"
+        )
+    bitgen = _attr_str(g, "rng_bit_generator", path)
+    if bitgen != "MT19937":
+        raise ArchiveError(f"archive '{path}': /chain rng_bit_generator {bitgen!r} is not MT19937")
+    pos = _attr_num(g, "rng_pos", path)
+    if not 0 <= pos <= _RNG_WORDS:
+        raise ArchiveError(f"archive '{path}': /chain rng_pos {pos} is outside [0, {_RNG_WORDS}]")
+    rng_state = (
+        bitgen,
+        key.astype(np.uint32),
+        pos,
+        _attr_num(g, "rng_has_gauss", path),
+        _attr_num(g, "rng_cached_gaussian", path, float),
+    )
+    try:
+        info = json.loads(_attr_str(g, "info", path))
+        labels = _strs(g.attrs["labels"]) if "labels" in g.attrs else None
+    except (ValueError, TypeError) as exc:
+        raise ArchiveError(
+            f"archive '{path}': /chain attribute 'info' is not JSON: {exc}"
+        ) from None
+    if not isinstance(info, dict):
+        raise ArchiveError(f"archive '{path}': /chain attribute 'info' should be a JSON object")
+    if labels is not None:
+        if len(labels) != d:
+            raise ArchiveError(
+                f"archive '{path}': /chain has {d} coordinates but {len(labels)} labels"
+            )
+        info["labels"] = labels
+    return Checkpoint(
+        chain=chain,
+        log_prob=log_prob,
+        accepted=accepted.astype(np.int64),
+        rng_state=rng_state,
+        stopped_early=bool(_attr_num(g, "stopped_early", path)),
+        info=info,
+    )
+
+
+def _read_chain(f: h5py.File, path: Path, log: bytes) -> tuple[Any, int, int]:
+    """The chain of an archive: ``/chain`` of the open file, then the journal's records.
+
+    Every reader of the chain goes through here (``StudyWriter.open``, :func:`read_chain`,
+    :func:`load`). ``log`` is the journal read before ``f`` was opened
+    (:func:`_chainlog_bytes`). Records whose steps the file already holds are skipped (a
+    fold whose journal deletion did not happen); the others must continue the chain.
+
+    Returns
+    -------
+    checkpoint : Checkpoint
+    n_folded : int
+        Steps of the chain held by the file itself.
+    keep : int
+        Journal bytes worth keeping: up to the last applied record (0 if none applied).
+    """
+    from ..sampling import Checkpoint
+
+    cp = _read_checkpoint(f, path)
+    n_folded = cp.n_steps
+    if not log:
+        return cp, n_folded, 0
+    jpath = _chainlog_path(path)
+    records, _ = _parse_chainlog(log, jpath)
+    n, w, d = cp.chain.shape
+    chains, log_probs, last, keep = [cp.chain], [cp.log_prob], None, 0
+    for rec in records:
+        rows = rec.chain.shape[0]
+        if rec.n_start + rows <= n_folded and last is None:
+            continue  # folded into the file already
+        if rec.n_start != n:
+            raise ArchiveError(
+                f"chain journal '{jpath}': a record starts at step {rec.n_start}, but the "
+                f"chain of '{path}' and the records before it end at step {n}"
+            )
+        if rec.chain.shape[1:] != (w, d):
+            raise ArchiveError(
+                f"chain journal '{jpath}': a record has {rec.chain.shape[1]} walkers × "
+                f"{rec.chain.shape[2]} coordinates, the chain of '{path}' {w} × {d}"
+            )
+        if not np.isfinite(rec.chain).all():
+            raise ArchiveError(f"chain journal '{jpath}': a record's chain holds NaN or inf")
+        n += rows
+        chains.append(rec.chain)
+        log_probs.append(rec.log_prob)
+        last, keep = rec, rec.end
+    if last is None:
+        return cp, n_folded, 0
+    m = last.meta
+    try:
+        name, pos, has_gauss, cached = m["rng"]
+        stopped_early, info = bool(m["stopped_early"]), dict(m["info"])
+    except (KeyError, TypeError, ValueError):
+        raise ArchiveError(
+            f"chain journal '{jpath}': the last record's state is incomplete"
+        ) from None
+    if (last.accepted < 0).any() or (last.accepted > n).any():
+        raise ArchiveError(
+            f"chain journal '{jpath}': accepted counts should be in [0, {n}] for {w} walkers"
+        )
+    if name != "MT19937" or not 0 <= int(pos) <= _RNG_WORDS:
+        raise ArchiveError(f"chain journal '{jpath}': the generator state is not MT19937's")
+    if "labels" in cp.info:
+        info["labels"] = cp.info["labels"]
+    state = (
+        str(name),
+        last.rng_key.astype(np.uint32),
+        int(pos),
+        int(has_gauss),
+        float(cached),
+    )
+    return (
+        Checkpoint(
+            chain=np.concatenate(chains),
+            log_prob=np.concatenate(log_probs),
+            accepted=last.accepted.astype(np.int64),
+            rng_state=state,
+            stopped_early=stopped_early,
+            info=info,
+        ),
+        n_folded,
+        keep,
+    )
+
+
+def read_chain(path: str | os.PathLike) -> Any:
+    """The last checkpoint of an archive's chain (:class:`calib.sampling.Checkpoint`).
+
+    The chain of the HDF5 file followed by the whole records of its chain journal
+    (``<archive>.chainlog``). Safe while another process samples into the archive: the file
+    is replaced atomically and journal records are CRC-checked, so a read gets one whole
+    checkpoint.
+
+    Raises
+    ------
+    ArchiveError
+        If the file is missing, unreadable or has no (valid) ``/chain``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ArchiveError(f"archive: no such file '{path}'")
+    log = _chainlog_bytes(path)  # before the file: see _chainlog_bytes
+    with _open_h5(path) as f:
+        try:
+            _check_meta(f, path)
+            if "chain" not in f:
+                raise ArchiveError(f"archive '{path}' has no /chain group (nothing sampled yet)")
+            return _read_chain(f, path, log)[0]
+        except ArchiveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged file is an ArchiveError
+            raise ArchiveError(f"archive '{path}': /chain cannot be read ({exc})") from None

@@ -1,0 +1,386 @@
+"""The ``/runs`` group: :class:`RunsRecord` in memory, its HDF5 reader and writer,
+:func:`read_runs` (the file merged with its journal) and the crash-safe writer
+:class:`RunArchive` used by :func:`calib.run_design`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ._h5 import (
+    _STR,
+    SCHEMA_VERSION,
+    STATUSES,
+    ArchiveError,
+    _check_meta,
+    _fsync_dir,
+    _open_h5,
+    _strs,
+    _write_meta,
+)
+from ._journal import _decode_journal, _encode, _journal_path, _lock_writer, _unlock_writer
+
+
+@dataclass
+class RunsRecord:
+    """The ``/runs`` group of an archive, in memory.
+
+    Attributes
+    ----------
+    design : ndarray of shape (n, p + q)
+    outputs : ndarray of shape (n, m)
+        NaN where a run is not ``"ok"``.
+    status : ndarray of str, shape (n,)
+    error : ndarray of str, shape (n,)
+    attempts : ndarray of int, shape (n,)
+    elapsed : ndarray of float, shape (n,)
+        Seconds the last attempt took (NaN if none).
+    finished_at : ndarray of float, shape (n,)
+        Unix time of the last attempt's end (NaN if none).
+    """
+
+    input_names: tuple[str, ...]
+    parameter_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    design: np.ndarray
+    outputs: np.ndarray
+    status: np.ndarray
+    error: np.ndarray
+    attempts: np.ndarray
+    elapsed: np.ndarray
+    finished_at: np.ndarray
+    fingerprint: str
+    method: str = "array"
+    seed: int | None = None
+    simulator: str = ""
+
+    @classmethod
+    def new(
+        cls,
+        input_names: tuple[str, ...],
+        parameter_names: tuple[str, ...],
+        output_names: tuple[str, ...],
+        design: np.ndarray,
+        fingerprint: str,
+        method: str = "array",
+        seed: int | None = None,
+        simulator: str = "",
+    ) -> RunsRecord:
+        n, m = design.shape[0], len(output_names)
+        return cls(
+            tuple(input_names),
+            tuple(parameter_names),
+            tuple(output_names),
+            np.array(design, dtype=float),
+            np.full((n, m), np.nan),
+            np.array(["pending"] * n, dtype=object),
+            np.array([""] * n, dtype=object),
+            np.zeros(n, dtype=np.int32),
+            np.full(n, np.nan),
+            np.full(n, np.nan),
+            fingerprint,
+            method,
+            seed,
+            simulator,
+        )
+
+    def apply(self, rec: dict[str, Any]) -> None:
+        """Apply one journal record, unless the stored result is newer."""
+        i = int(rec["i"])
+        if not 0 <= i < self.design.shape[0]:
+            raise ArchiveError(f"journal record for run {i} but the design has {len(self.design)}")
+        t = float(rec["t"])
+        if math.isfinite(self.finished_at[i]) and self.finished_at[i] > t:
+            return
+        m = self.outputs.shape[1]
+        y = rec.get("y")
+        if rec["status"] == "ok":
+            if y is None or len(y) != m:
+                raise ArchiveError(f"journal record for run {i} has {y!r} outputs, expected {m}")
+            self.outputs[i] = np.asarray(y, dtype=float)
+        else:
+            self.outputs[i] = np.nan
+        self.status[i] = str(rec["status"])
+        self.error[i] = str(rec.get("error", ""))
+        self.attempts[i] = int(rec.get("attempts", 1))
+        self.elapsed[i] = float(rec.get("elapsed", math.nan))
+        self.finished_at[i] = t
+
+
+def _write_runs(f: h5py.File, r: RunsRecord) -> None:
+    if "runs" in f:
+        del f["runs"]
+    g = f.create_group("runs")
+    g.attrs["design_fingerprint"] = r.fingerprint
+    g.attrs["method"] = r.method
+    if r.seed is not None:
+        g.attrs["seed"] = int(r.seed)
+    g.attrs["simulator"] = r.simulator
+    g.attrs["input_names"] = np.array(r.input_names, dtype=_STR)
+    g.attrs["parameter_names"] = np.array(r.parameter_names, dtype=_STR)
+    g.attrs["output_names"] = np.array(r.output_names, dtype=_STR)
+    g.create_dataset("design", data=r.design.astype("<f8"))
+    g.create_dataset("outputs", data=r.outputs.astype("<f8"))
+    g.create_dataset("status", data=np.array(_strs(r.status), dtype=_STR))
+    g.create_dataset("error", data=np.array(_strs(r.error), dtype=_STR))
+    g.create_dataset("attempts", data=r.attempts.astype("<i4"))
+    g.create_dataset("elapsed", data=r.elapsed.astype("<f8"))
+    g.create_dataset("finished_at", data=r.finished_at.astype("<f8"))
+
+
+def _read_runs_group(f: h5py.File, path: Path) -> RunsRecord | None:
+    if "runs" not in f:
+        return None
+    g = f["runs"]
+    try:
+        a = g.attrs
+        return RunsRecord(
+            tuple(_strs(a["input_names"])),
+            tuple(_strs(a["parameter_names"])),
+            tuple(_strs(a["output_names"])),
+            g["design"][()],
+            g["outputs"][()],
+            np.array(_strs(g["status"][()]), dtype=object),
+            np.array(_strs(g["error"][()]), dtype=object),
+            g["attempts"][()].astype(np.int32),
+            g["elapsed"][()],
+            g["finished_at"][()],
+            str(a["design_fingerprint"]),
+            str(a.get("method", "array")),
+            int(a["seed"]) if "seed" in a else None,
+            str(a.get("simulator", "")),
+        )
+    except KeyError as exc:
+        raise ArchiveError(f"archive '{path}': /runs is incomplete, missing {exc}") from None
+
+
+def read_runs(path: str | os.PathLike) -> RunsRecord:
+    """The runs of an archive, including those still only in its journal.
+
+    Safe to call while another process is running the design.
+
+    Raises
+    ------
+    ArchiveError
+        If the file does not exist, is not an archive, or has no ``/runs``.
+    """
+    path = Path(path)
+    jpath = _journal_path(path)
+    # journal first, then the file: a fold between the two reads moves records from the
+    # journal into the file, so the union read this way misses nothing
+    data = jpath.read_bytes() if jpath.exists() else b""
+    if not path.exists():
+        raise ArchiveError(f"archive: no such file '{path}'")
+    with _open_h5(path) as f:
+        _check_meta(f, path)
+        runs = _read_runs_group(f, path)
+    if runs is None:
+        raise ArchiveError(f"archive '{path}' has no /runs group (no design was run into it)")
+    header, records = _decode_journal(data, jpath)
+    if header is not None and header.get("design") == runs.fingerprint:
+        for rec in records:
+            runs.apply(rec)
+    return runs
+
+
+# ---------------------------------------------------------------------- the writer
+class RunArchive:
+    """Writer of the ``/runs`` of one archive, used by :func:`calib.run_design`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The HDF5 file (created if missing; other groups in it are kept).
+    fsync : bool
+        ``fsync`` every journal line. The journal survives a killed process either way
+        (the data is in the kernel after ``write``); ``fsync`` also covers a power cut.
+    fold_every : float or None
+        Seconds between folds of the journal into the HDF5 file while runs arrive
+        (``None``: only when the design ends).
+
+    Notes
+    -----
+    Use as a context manager, or call :meth:`close`; it takes an exclusive lock on the
+    journal for its lifetime.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, fsync: bool = True, fold_every: float | None = 30.0
+    ):
+        self.path = Path(path)
+        self.journal_path = _journal_path(self.path)
+        self.fsync = bool(fsync)
+        if fold_every is not None and not fold_every > 0:
+            raise ValueError(f"fold_every: expected seconds > 0 or None, got {fold_every!r}")
+        self.fold_every = fold_every
+        self.runs: RunsRecord | None = None
+        self._fd: int | None = None
+        self._pending = 0
+        self._last_fold = 0.0
+
+    # -- lifecycle -------------------------------------------------------------
+    def open(self, runs: RunsRecord) -> RunsRecord:
+        """Open for ``runs``' design: create the file, or check and resume it.
+
+        Returns the stored state (the given one for a new archive).
+
+        Raises
+        ------
+        ArchiveError
+            If the file holds a different design or columns, or is locked by another
+            process.
+        """
+        self._fd = _lock_writer(self.path)
+        try:
+            stored = None
+            if self.path.exists():
+                with _open_h5(self.path) as f:
+                    _check_meta(f, self.path)
+                    stored = _read_runs_group(f, self.path)
+            if stored is None:
+                self.runs = runs
+            else:
+                self._check_same(stored, runs)
+                self.runs = stored
+                header, records = _decode_journal(self._read_journal(), self.journal_path)
+                if header is not None and header.get("design") == stored.fingerprint:
+                    for rec in records:
+                        stored.apply(rec)
+            # a fresh, complete file and an empty journal before any run starts
+            self.fold(force=True)
+        except BaseException:
+            self.close(fold=False)
+            raise
+        return self.runs
+
+    @staticmethod
+    def _check_same(stored: RunsRecord, new: RunsRecord) -> None:
+        cols_s = stored.input_names + stored.parameter_names
+        cols_n = new.input_names + new.parameter_names
+        if cols_s != cols_n or len(stored.input_names) != len(new.input_names):
+            raise ArchiveError(
+                f"archive holds runs with columns {cols_s}, but the design has {cols_n}; "
+                f"use another archive file"
+            )
+        if stored.output_names != new.output_names:
+            raise ArchiveError(
+                f"archive holds runs with outputs {stored.output_names}, but the simulator "
+                f"has {new.output_names}; use another archive file"
+            )
+        if stored.fingerprint != new.fingerprint:
+            raise ArchiveError(
+                f"archive holds a different design ({stored.design.shape[0]} runs, "
+                f"fingerprint {stored.fingerprint[:12]}) than the one given "
+                f"({new.design.shape[0]} runs, fingerprint {new.fingerprint[:12]}); "
+                f"use another archive file to run a new design"
+            )
+
+    def _read_journal(self) -> bytes:
+        assert self._fd is not None
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(self._fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def close(self, fold: bool = True) -> None:
+        """Fold what is left of the journal, then release the lock."""
+        if self._fd is None:
+            return
+        try:
+            if fold and self.runs is not None and self._pending:
+                self.fold(force=True)
+        finally:
+            fd, self._fd = self._fd, None
+            _unlock_writer(fd)  # releases the flock
+
+    def __enter__(self) -> RunArchive:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        if self.fsync:
+            os.fsync(self._fd)
+
+    def record(
+        self,
+        index: int,
+        status: str,
+        output: np.ndarray | None,
+        error: str,
+        elapsed: float,
+        attempts: int,
+        finished_at: float,
+    ) -> None:
+        """Journal the outcome of one run (durable when this returns)."""
+        if self._fd is None or self.runs is None:
+            raise ArchiveError(f"archive '{self.path}' is not open for writing")
+        if status not in STATUSES[1:]:
+            raise ValueError(f"status: expected one of {STATUSES[1:]}, got {status!r}")
+        rec = {
+            "i": int(index),
+            "status": status,
+            "y": None if output is None else [float(v) for v in np.ravel(output)],
+            "error": error,
+            "elapsed": float(elapsed),
+            "attempts": int(attempts),
+            "t": float(finished_at),
+        }
+        self._write(_encode(rec))
+        self.runs.apply(rec)
+        self._pending += 1
+        if self.fold_every is not None and finished_at - self._last_fold >= self.fold_every:
+            self.fold()
+
+    def fold(self, force: bool = False) -> None:
+        """Write the runs into a new HDF5 file, move it into place, empty the journal."""
+        if self._fd is None or self.runs is None:
+            raise ArchiveError(f"archive '{self.path}' is not open for writing")
+        if not (force or self._pending):
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # left by a kill during an earlier fold
+        with h5py.File(tmp, "w") as dst:
+            if self.path.exists():
+                # carry over everything this writer does not own, as it is
+                with _open_h5(self.path) as src:
+                    for key, value in src.attrs.items():
+                        dst.attrs[key] = value
+                    for name in src:
+                        if name != "runs":
+                            src.copy(src[name], dst, name=name)
+            _write_meta(dst)
+            _write_runs(dst, self.runs)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        # only now is the journal redundant; a kill before this line replays it harmlessly
+        os.ftruncate(self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self._write(
+            _encode({"kind": "header", "schema": SCHEMA_VERSION, "design": self.runs.fingerprint})
+        )
+        self._pending = 0
+        self._last_fold = time.time()
