@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .interfaces import is_emulator
+from .interfaces import SimulatorMissingError, is_emulator
 
 __all__ = ["FixedValues", "SimulatorForward", "EmulatorForward", "emulator_on", "make_forward"]
 
@@ -67,6 +67,8 @@ def _run_rows(sim, X: np.ndarray, Theta: np.ndarray) -> np.ndarray:
             out = np.asarray(batch(X, Theta), dtype=float)
             if out.shape == (X.shape[0], m):
                 return out
+        except SimulatorMissingError:
+            raise
         except Exception:  # noqa: BLE001 - any simulator failure is isolated row by row below
             pass
     out = np.full((X.shape[0], m), np.nan)
@@ -75,6 +77,8 @@ def _run_rows(sim, X: np.ndarray, Theta: np.ndarray) -> np.ndarray:
             r = np.asarray(sim.run(X[i], Theta[i]), dtype=float)
             if r.size == m:
                 out[i] = r.reshape(m)
+        except SimulatorMissingError:
+            raise
         except Exception:  # noqa: BLE001 - a failed run rejects the walker, not the chain
             pass
     return out

@@ -12,11 +12,44 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Simulator", "Emulator", "Prediction", "SimulatorError"]
+__all__ = [
+    "Simulator",
+    "Emulator",
+    "Prediction",
+    "SimulatorError",
+    "SimulatorMissingError",
+    "MissingSimulator",
+]
 
 
 class SimulatorError(RuntimeError):
     """A simulator failed to produce a usable output (raised, crashed, timed out)."""
+
+
+class SimulatorMissingError(RuntimeError):
+    """A computation needs the simulator of a study loaded without it (direct mode)."""
+
+
+class MissingSimulator:
+    """Stands in for the simulator of a direct-mode study loaded without it: it has the
+    archived names, so the posterior's draws, summary and diagnostics work, and raises
+    :class:`SimulatorMissingError` (never caught as a failed run) when it is run."""
+
+    def __init__(self, input_names, parameter_names, output_names, identity: str, path: str):
+        self.input_names = tuple(input_names)
+        self.parameter_names = tuple(parameter_names)
+        self.output_names = tuple(output_names)
+        self.identity = identity
+        self._path = path
+
+    def run(self, x, theta):
+        raise SimulatorMissingError(
+            f"'{self._path}' was loaded without its simulator ({self.identity}): draws, "
+            f"summary and diagnostics need none, but predictions in direct mode run the "
+            f"simulator: calib.load('{self._path}', simulator=sim)"
+        )
+
+    run_batch = None
 
 
 @runtime_checkable

@@ -162,6 +162,21 @@ def _check_simulator(sim: Any, f: h5py.File, path: Path) -> None:
             )
 
 
+def _missing_simulator(f: h5py.File, path: Path) -> Any:
+    from ..interfaces import MissingSimulator
+
+    if "simulator" not in f:
+        raise ArchiveError(f"archive '{path}' has no /simulator group")
+    g = f["simulator"]
+    names = {}
+    for key in ("input_names", "parameter_names", "output_names"):
+        if key not in g.attrs:
+            raise ArchiveError(f"archive '{path}': /simulator has no attribute '{key}'")
+        names[key] = _strs(g.attrs[key])
+    ident = _attr_str(g, "identity", path, default="?")
+    return MissingSimulator(**names, identity=ident, path=str(path))
+
+
 def _load(f: h5py.File, path: Path, simulator: Any, log: bytes = b"") -> Any:
     from ..calibrator import Calibrator
     from ..campaign import Campaign
@@ -241,18 +256,12 @@ def _load(f: h5py.File, path: Path, simulator: Any, log: bytes = b"") -> Any:
             ) from None
     elif mode == "direct":
         if simulator is None:
-            ident = (
-                _attr_str(f["simulator"], "identity", path, default="?")
-                if "simulator" in f
-                else "?"
-            )
-            raise ArchiveError(
-                f"archive '{path}' was sampled with the simulator itself in the likelihood "
-                f"({ident}), which cannot be stored without pickle: pass it again, "
-                f"calib.load('{path}', simulator=sim)"
-            )
-        _check_simulator(simulator, f, path)
-        model = simulator
+            # reading needs no simulator: a stand-in with the archived names, which says
+            # what to do when a prediction runs it
+            model = _missing_simulator(f, path)
+        else:
+            _check_simulator(simulator, f, path)
+            model = simulator
     else:
         raise ArchiveError(f"archive '{path}': /meta configuration mode {mode!r} is unknown")
     # ------------------------------------------------------------ the calibrator

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import calib
 from calib import ArchiveError, Calibrator, Campaign, Parameter
 from calib.design import Design
+from calib.interfaces import SimulatorMissingError
 from calib.priors import Normal
 from calib.runner import run_design
 from emulators import GPEmulator
@@ -113,12 +114,20 @@ def test_to_arviz_without_arviz_names_the_extra(study, monkeypatch):
         post.to_arviz()
 
 
-def test_direct_mode_needs_the_simulator_and_checks_its_names(tmp_path):
+def test_direct_mode_reads_without_the_simulator_and_checks_its_names(tmp_path):
     path = tmp_path / "d.h5"
     cal = chain_driver.make_calibrator()
     post = chain_driver.sample(cal, str(path), 60, 30)
-    with pytest.raises(ArchiveError, match=r"simulator=sim") as e:
-        calib.load(path)
+    # issue 12: reading needs no simulator; only a prediction runs it, and says so
+    bare = calib.load(path)
+    np.testing.assert_array_equal(bare.chain, post.chain)
+    a, b = bare.summary().to_dict(), post.summary().to_dict()
+    assert list(a) == list(b)
+    for name in a:
+        for col in ("mean", "sd", "q5", "q95", "ess", "rhat"):
+            np.testing.assert_array_equal(a[name][col], b[name][col], err_msg=f"{name} {col}")
+    with pytest.raises(SimulatorMissingError, match=r"simulator=sim") as e:
+        bare.predict(None, campaign="B/2", n_draws=20)
     assert str(path) in str(e.value) and "chain_driver.product" in str(e.value)
     other = FunctionSimulator(chain_driver.product, (), ("a", "c"), ("y",), vectorized=True)
     with pytest.raises(ArchiveError, match=r"parameter_names"):
