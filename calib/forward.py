@@ -58,14 +58,22 @@ class FixedValues:
         return torch.cat([theta, c], dim=-1).index_select(-1, perm)
 
 
-def _run_rows(sim, X: np.ndarray, Theta: np.ndarray) -> np.ndarray:
-    """``sim`` at every row, NaN rows where it raised; ``X (k, p)``, ``Theta (k, q)``."""
+def _run_rows(sim, X: np.ndarray, Theta: np.ndarray, failures: list | None = None) -> np.ndarray:
+    """``sim`` at every row, NaN rows where it raised; ``X (k, p)``, ``Theta (k, q)``.
+
+    ``failures``, if given, receives ``(what went wrong, x, θ)`` of the first failed row: the
+    simulator's own exception, or what it returned instead of ``m`` finite numbers."""
     m = len(sim.output_names)
     batch = getattr(sim, "run_batch", None)
     if batch is not None:
         try:
             out = np.asarray(batch(X, Theta), dtype=float)
             if out.shape == (X.shape[0], m):
+                bad = ~np.isfinite(out).all(axis=1)
+                if failures is not None and not failures and bad.any():
+                    i = int(np.argmax(bad))
+                    why = f"it returned non-finite values {out[i].tolist()}"
+                    failures.append((why, X[i].tolist(), Theta[i].tolist()))
                 return out
         except SimulatorMissingError:
             raise
@@ -73,14 +81,21 @@ def _run_rows(sim, X: np.ndarray, Theta: np.ndarray) -> np.ndarray:
             pass
     out = np.full((X.shape[0], m), np.nan)
     for i in range(X.shape[0]):
+        why = None
         try:
             r = np.asarray(sim.run(X[i], Theta[i]), dtype=float)
             if r.size == m:
                 out[i] = r.reshape(m)
+                if not np.isfinite(out[i]).all():
+                    why = f"it returned non-finite values {r.reshape(-1).tolist()}"
+            else:
+                why = f"it returned {r.size} values where {m} outputs were expected"
         except SimulatorMissingError:
             raise
-        except Exception:  # noqa: BLE001 - a failed run rejects the walker, not the chain
-            pass
+        except Exception as exc:  # noqa: BLE001 - a failed run rejects the walker, not the chain
+            why = f"it raised {type(exc).__name__}: {exc}"
+        if why is not None and failures is not None and not failures:
+            failures.append((why, X[i].tolist(), Theta[i].tolist()))
     return out
 
 
@@ -94,12 +109,13 @@ class _SimulatorFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, theta: torch.Tensor, sim, X: np.ndarray, fixed) -> torch.Tensor:
+    def forward(ctx, theta: torch.Tensor, sim, X: np.ndarray, fixed, failures) -> torch.Tensor:
         W, n, q = theta.shape
         th = theta.detach().cpu().numpy()
         full = th if fixed is None else fixed.full_np(th)
         Xr = np.broadcast_to(X, (W, n, X.shape[1])).reshape(W * n, X.shape[1])
-        out = _run_rows(sim, Xr, full.reshape(W * n, full.shape[-1])).reshape(W, n, -1)
+        rows = _run_rows(sim, Xr, full.reshape(W * n, full.shape[-1]), failures)
+        out = rows.reshape(W, n, -1)
         ctx.sim, ctx.X, ctx.th, ctx.fixed = sim, X, th, fixed
         return torch.as_tensor(out, dtype=theta.dtype, device=theta.device)
 
@@ -120,7 +136,7 @@ class _SimulatorFn(torch.autograd.Function):
         jac = (f[0] - f[1]) / (2.0 * hk)  # (q, W, n, m): ∂η/∂θ_k
         g = torch.as_tensor(np.nan_to_num(jac), dtype=grad_out.dtype, device=grad_out.device)
         grad_theta = torch.einsum("kwnm,wnm->wnk", g, grad_out)
-        return grad_theta, None, None, None
+        return grad_theta, None, None, None, None
 
 
 class SimulatorForward:
@@ -131,9 +147,11 @@ class SimulatorForward:
     def __init__(self, simulator, fixed: FixedValues | None = None):
         self.model = simulator
         self.fixed = fixed
+        #: the first failure seen, ``(what, x, θ)``, for error messages (:func:`find_map`)
+        self.failures: list = []
 
     def __call__(self, X: np.ndarray, theta: torch.Tensor):
-        mean = _SimulatorFn.apply(theta, self.model, X, self.fixed)
+        mean = _SimulatorFn.apply(theta, self.model, X, self.fixed, self.failures)
         failed = ~torch.isfinite(mean).all(dim=-1).all(dim=-1)
         return mean, None, failed
 

@@ -135,6 +135,9 @@ def find_map(
     """
     best_u, best = None, -math.inf
     values = []
+    failures = getattr(model.forward, "failures", None)
+    if failures is not None:
+        failures.clear()  # what failed during this search
     for u0 in starts:
         f0, _ = _value_and_grad(u0, model)
         if not math.isfinite(f0):
@@ -153,6 +156,14 @@ def find_map(
         if val > best:
             best, best_u = val, np.asarray(res.x, dtype=float)
     if best_u is None:
+        if failures:
+            why, x, theta = failures[0]
+            names = list(getattr(model.forward.model, "parameter_names", ()))
+            at = ", ".join(f"{n} = {v:.6g}" for n, v in zip(names, theta)) or str(theta)
+            raise RuntimeError(
+                f"no start gave a finite log-posterior: the simulator failed; first, {why} "
+                f"(at x = {x}, {at})"
+            )
         raise RuntimeError(
             "no start gave a finite log-posterior: check that the simulator runs at the "
             "parameters' prior values and that the priors admit the data"

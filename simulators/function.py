@@ -89,8 +89,15 @@ class FunctionSimulator:
         theta = np.asarray(theta, dtype=float).reshape(len(self.parameter_names))
         if self.vectorized:
             out = np.asarray(self.func(x[None, :], theta[None, :]), dtype=float)
-            return out.reshape(len(self.output_names))
-        return np.asarray(self.func(x, theta), dtype=float).reshape(len(self.output_names))
+        else:
+            out = np.asarray(self.func(x, theta), dtype=float)
+        m = len(self.output_names)
+        if out.size != m:
+            raise ValueError(
+                f"FunctionSimulator: the function returned {out.size} values (shape "
+                f"{out.shape}) where {m} outputs {list(self.output_names)} were expected"
+            )
+        return out.reshape(m)
 
     def run_batch(self, X: np.ndarray, Theta: np.ndarray) -> np.ndarray:
         """Many runs: ``X (n, p)``, ``Theta (n, q)`` -> ``(n, m)``."""

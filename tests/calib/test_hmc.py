@@ -312,3 +312,30 @@ def test_progress_defaults_to_off_when_stderr_is_not_a_terminal(capfd):
         n_walkers=8, n_steps=60, seed=1, warmup=30, autocorr_stop=False, progress=True
     )
     assert "sampling (acceptance" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (
+            lambda x, t: (_ for _ in ()).throw(ValueError("solver diverged")),
+            r"it raised ValueError: solver diverged \(at x = \[\], theta = 1",
+        ),
+        (lambda x, t: np.array([np.nan]), r"it returned non-finite values \[nan\]"),
+        (
+            lambda x, t: np.zeros(3),
+            r"it raised ValueError: FunctionSimulator: the function returned 3 values",
+        ),
+    ],
+)
+def test_a_failing_simulator_is_named_in_the_error(fn, match):
+    """issue 13 item 9: raising, NaN and wrong-shape simulators all gave the same message."""
+    sim = FunctionSimulator(fn, (), ("theta",), ("y",))
+    cal = Calibrator(
+        sim,
+        [Parameter("theta", prior=Normal(1.0, 2.0))],
+        [Campaign("A", x=None, y=[0.3])],
+        noise="shared",
+    )
+    with pytest.raises(RuntimeError, match=match):
+        cal.sample(n_walkers=8, n_steps=10, seed=0)
