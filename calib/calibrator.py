@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from scipy import stats
 
 from ._device import resolve_device
 from .campaign import Campaign
@@ -185,6 +187,9 @@ class Calibrator:
                     f"noise='known' but campaign(s) {lacking} have no noise_sd: give noise_sd "
                     f"or choose noise='shared', 'per_campaign' or 'hierarchical'"
                 )
+        if noise == "known":
+            for c, (xc, yc, sc) in zip(campaigns, shaped):
+                _check_replicates(c.name, xc, yc, sc)
         noise_prior = check_prior(noise_prior, "noise_prior")
         if noise_prior is not None and noise not in ("shared", "per_campaign"):
             raise ValueError(
@@ -381,3 +386,41 @@ class Calibrator:
             + ("" if self.device.type == "cpu" else f", device={str(self.device)!r}")
             + ")"
         )
+
+
+def _check_replicates(name: str, x: np.ndarray, y: np.ndarray, sd: np.ndarray) -> None:
+    """Warn when replicates (rows with identical x) scatter far more than the stated
+    ``noise_sd`` allows: with known noise the sum over replicate groups of
+    Σ (y − ȳ_group)² / σ² is χ² with (n − groups) degrees of freedom; p < 1e-6 means the data
+    contradict the stated noise (the sampler would then crawl: acceptance of a few %)."""
+    if x.shape[0] < 2:
+        return
+    _, group = np.unique(x, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    counts = np.bincount(group)
+    dof = int(x.shape[0] - counts.size)
+    if dof < 2:
+        return
+    ok = np.isfinite(y) & np.isfinite(sd) & (sd > 0)
+    for j in range(y.shape[1]):
+        w = ok[:, j]
+        if w.sum() - np.unique(group[w]).size < 2:
+            continue
+        g, yj, sj = group[w], y[w, j], sd[w, j]
+        mean = np.bincount(g, yj, minlength=counts.size) / np.maximum(
+            np.bincount(g, minlength=counts.size), 1
+        )
+        resid = yj - mean[g]
+        chi2 = float(np.sum((resid / sj) ** 2))
+        k = int(w.sum() - np.unique(g).size)
+        if stats.chi2.sf(chi2, k) < 1e-6:
+            spread = float(np.sqrt(np.sum(resid**2) / k))
+            warnings.warn(
+                f"Campaign '{name}': its replicates (rows with identical x) scatter by an sd "
+                f"of {spread:.3g} where noise_sd says {float(np.median(sj)):.3g} (χ² = "
+                f"{chi2:.3g} on {k} degrees of freedom): the data contradict the stated noise. "
+                f"Check noise_sd, or let calib estimate it: noise='per_campaign'.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -197,3 +198,21 @@ def test_results_print_short():
     assert "50 draws, 90% interval" in repr(p)
     q = Prediction(m, m**2)
     assert len(repr(q)) < 200 and "200 points × 2 outputs" in repr(q)
+
+
+def test_replicates_that_contradict_a_known_noise_are_reported():
+    """issue 13 item 14: exact duplicate x, noise_sd 1e-8, replicates scattering by 0.05."""
+    rng = np.random.default_rng(0)
+    x = np.repeat(np.linspace(0, 1, 5), 3)
+    y = 1.0 + x + 0.05 * rng.standard_normal(15)
+    with pytest.warns(
+        UserWarning, match=r"replicates .* scatter by an sd of 0.0\d+ where noise_sd says 1e-08"
+    ):
+        Calibrator(
+            _sim(), [Parameter("k", 0, 5)], [Campaign("A", x=x, y=y, noise_sd=1e-8)], noise="known"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # replicates that agree with the stated noise: silent
+        Calibrator(
+            _sim(), [Parameter("k", 0, 5)], [Campaign("A", x=x, y=y, noise_sd=0.05)], noise="known"
+        )
