@@ -1,0 +1,202 @@
+"""The ``calib`` command: read a study archive without Python.
+
+``calib summary FILE``, ``calib info FILE``, ``calib predict FILE --x CSV`` and
+``calib plugins`` (docs/cli.md). Exit status: 0 ok, 1 error (one line on stderr; the
+traceback only with ``--debug``), 2 usage, 3 the posterior has not converged
+(``summary``). ``calib run study.toml`` (the study file) is not there yet (issue 12).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_CONVERGED = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="calib",
+        description="Bayesian calibration of computer simulators: read a study archive.",
+        epilog="Exit status: 0 ok, 1 error, 2 usage, 3 not converged (summary).",
+    )
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("summary", help="the posterior table and the convergence verdict")
+    s.add_argument("archive", type=Path)
+    s.add_argument("--json", action="store_true", help="the table as JSON on stdout")
+    i = sub.add_parser("info", help="what the archive holds (no simulator needed)")
+    i.add_argument("archive", type=Path)
+    p = sub.add_parser("predict", help="predictions of reality at control inputs from a CSV")
+    p.add_argument("archive", type=Path)
+    p.add_argument("--x", required=True, type=Path, help="CSV of control inputs, a header row")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--campaign", help="predict reality in this campaign")
+    who.add_argument("--new-campaign", action="store_true", help="in a campaign not yet seen")
+    p.add_argument("-o", "--output", type=Path, help="write a CSV here (default: stdout)")
+    p.add_argument("--draws", type=int, default=500, help="posterior draws to use (500)")
+    sub.add_parser("plugins", help="the simulators and emulators installed as plug-ins")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit status."""
+    args = _parser().parse_args(argv)  # exits with 2 on a usage error
+    try:
+        with warnings.catch_warnings():
+            # the loaded posterior repeats the sampler's warnings; the verdict is printed
+            warnings.simplefilter("ignore")
+            return _COMMANDS[args.command](args)
+    except Exception as exc:  # noqa: BLE001 - one clear line, the traceback on request
+        if args.debug:
+            raise
+        print(f"calib {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _verdict(post) -> str:
+    d = post.diagnostics()
+    state = "converged" if d["converged"] else "NOT converged"
+    return (
+        f"{state}: R̂ max {d['rhat_max']:.4f}, bulk ESS min {d['ess_min']:.0f} "
+        f"(targets R̂ < {d['target_rhat']}, ESS ≥ {d['target_ess']:.0f}); "
+        f"{d['n_steps']} steps × {d['n_walkers']} walkers, {d['burn']} burn-in"
+    )
+
+
+def _summary(args) -> int:
+    import calib
+
+    post = calib.load(args.archive)
+    if args.json:
+        out = {"summary": post.summary().to_dict(), "converged": bool(post.converged)}
+        print(json.dumps(out, indent=1, default=_plain))
+    else:
+        print(post.summary())
+        print(_verdict(post))
+    return EXIT_OK if post.converged else EXIT_NOT_CONVERGED
+
+
+def _info(args) -> int:
+    import h5py
+
+    from .archive import read_meta
+
+    meta = read_meta(args.archive)
+    config = json.loads(meta.get("configuration", "{}") or "{}")
+    lines = [
+        f"archive    {args.archive}",
+        f"format     {meta.get('format')} (schema {meta.get('schema_version')}, written by "
+        f"calib {meta.get('calib_version')}, updated {meta.get('updated')})",
+    ]
+    if config:
+        params = ", ".join(
+            p["name"] + (f" = {p['value']}" if p.get("value") is not None else f" ({p['pooling']})")
+            for p in config.get("parameters", [])
+        )
+        lines += [
+            f"mode       {config.get('mode')}",
+            f"parameters {params}",
+            f"campaigns  {', '.join(config.get('campaigns', []))}",
+            f"δ          {config.get('discrepancy', {}).get('mode', 'none')}; noise "
+            f"{config.get('noise')}",
+        ]
+    with h5py.File(args.archive, "r") as f:
+        if "runs" in f:
+            g = f["runs"]
+            status = [s.decode() if isinstance(s, bytes) else str(s) for s in g["status"][()]]
+            counts = {s: status.count(s) for s in sorted(set(status))}
+            lines.append(
+                f"runs       {len(status)}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+            )
+        if "emulator" in f:
+            cls = f["emulator"].attrs.get("class", "?")
+            lines.append(f"emulator   {cls.decode() if isinstance(cls, bytes) else cls}")
+        if "chain" in f:
+            c = f["chain"]["chain"]
+            info = json.loads(f["chain"].attrs.get("info", "{}") or "{}")
+            lines.append(
+                f"chain      {c.shape[0]} steps × {c.shape[1]} walkers × {c.shape[2]} "
+                f"coordinates, moves {info.get('moves', '?')}"
+            )
+        if "posterior" in f:
+            lines.append("posterior  the summary table (calib summary)")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _predict(args) -> int:
+    import calib
+
+    post = calib.load(args.archive)
+    names = list(post.calibrator.input_names)
+    X = _read_csv(args.x, names)
+    if args.new_campaign:
+        pred = post.predict_new_campaign(X, n_draws=args.draws)
+    else:
+        pred = post.predict(X, campaign=args.campaign, n_draws=args.draws)
+    cols = names[:]
+    out = [X]
+    for j, o in enumerate(post.calibrator.output_names):
+        cols += [f"{o}.mean", f"{o}.sd", f"{o}.lower", f"{o}.upper"]
+        out += [pred.mean[:, j : j + 1], pred.sd[:, j : j + 1]]
+        out += [pred.lower[:, j : j + 1], pred.upper[:, j : j + 1]]
+    table = np.hstack(out)
+    text = ",".join(cols) + "\n" + "\n".join(",".join(f"{v:.10g}" for v in row) for row in table)
+    if args.output is None:
+        print(text)
+    else:
+        args.output.write_text(text + "\n")
+    return EXIT_OK
+
+
+def _read_csv(path: Path, names: list[str]) -> np.ndarray:
+    """Control inputs from a CSV with a header row naming them (any order)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--x: file '{path}' not found")
+    with path.open() as fh:
+        header = [h.strip() for h in fh.readline().strip().split(",")]
+    missing = [n for n in names if n not in header]
+    if missing:
+        raise ValueError(
+            f"--x: '{path}' has columns {header}, expected {names} (missing {missing})"
+        )
+    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if data.shape[1] != len(header):
+        raise ValueError(
+            f"--x: '{path}' rows have {data.shape[1]} values, the header {len(header)}"
+        )
+    return data[:, [header.index(n) for n in names]]
+
+
+def _plugins(args) -> int:
+    from . import plugins
+
+    for group in ("calib.simulators", "calib.emulators"):
+        found = plugins.list(group)
+        print(f"{group}:")
+        for name, value in found.items():
+            print(f"  {name:<20} {value}")
+        if not found:
+            print("  (none)")
+    return EXIT_OK
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    raise TypeError(type(obj).__name__)
+
+
+_COMMANDS = {"summary": _summary, "info": _info, "predict": _predict, "plugins": _plugins}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
