@@ -277,8 +277,8 @@ class Posterior:
             if z is None:  # one fixed stream: the summary of a posterior is reproducible
                 z = np.random.default_rng(0).standard_normal(mu.shape)
             with torch.no_grad():
-                typical = prm.to_constrained(torch.as_tensor(mu, dtype=DTYPE))[0]
-                new = prm.to_constrained(torch.as_tensor(mu + tau * z, dtype=DTYPE))[0]
+                typical = prm.to_constrained(torch.as_tensor(mu, dtype=DTYPE, device=_CPU))[0]
+                new = prm.to_constrained(torch.as_tensor(mu + tau * z, dtype=DTYPE, device=_CPU))[0]
             out[f"{n}.typical"], out[f"{n}.new"] = typical.numpy(), new.numpy()
         self._population_cache = out
         return out
