@@ -33,7 +33,9 @@ def _moments(grid: np.ndarray, logw: np.ndarray) -> tuple[float, float, float]:
     return m, np.sqrt(v), k
 
 
-@pytest.fixture(params=["de", "hmc"])
+# the DE mix's runs take 1-2 minutes each on two cores: they run with the slow tests (CI
+# runs both), the default gradient move's with every `make test`
+@pytest.fixture(params=[pytest.param("de", marks=pytest.mark.slow), "hmc"])
 def moves(request):
     return request.param
 
