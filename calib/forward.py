@@ -69,11 +69,12 @@ def _run_rows(sim, X: np.ndarray, Theta: np.ndarray, failures: list | None = Non
         try:
             out = np.asarray(batch(X, Theta), dtype=float)
             if out.shape == (X.shape[0], m):
-                bad = ~np.isfinite(out).all(axis=1)
-                if failures is not None and not failures and bad.any():
-                    i = int(np.argmax(bad))
-                    why = f"it returned non-finite values {out[i].tolist()}"
-                    failures.append((why, X[i].tolist(), Theta[i].tolist()))
+                if failures is not None and not failures:  # only until one is recorded
+                    bad = ~np.isfinite(out).all(axis=1)
+                    if bad.any():
+                        i = int(np.argmax(bad))
+                        why = f"it returned non-finite values {out[i].tolist()}"
+                        failures.append((why, X[i].tolist(), Theta[i].tolist()))
                 return out
         except SimulatorMissingError:
             raise
