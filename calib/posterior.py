@@ -268,14 +268,15 @@ class Posterior:
             return cached
         q = self._compute_quantities()
         out: dict[str, np.ndarray] = {}
-        z = None
+        # one fixed stream (the summary of a posterior is reproducible), a fresh z for each
+        # parameter: the pooled parameters of a new campaign are independent given (μ, τ)
+        rng = np.random.default_rng(0)
         for prm in self.model.parameters:
             if prm.pooling != "partial":
                 continue
             n = prm.name
             mu, tau = q[f"{n}.mean"], q[f"{n}.scale"]
-            if z is None:  # one fixed stream: the summary of a posterior is reproducible
-                z = np.random.default_rng(0).standard_normal(mu.shape)
+            z = rng.standard_normal(mu.shape)
             with torch.no_grad():
                 typical = prm.to_constrained(torch.as_tensor(mu, dtype=DTYPE, device=_CPU))[0]
                 new = prm.to_constrained(torch.as_tensor(mu + tau * z, dtype=DTYPE, device=_CPU))[0]
