@@ -86,11 +86,10 @@ def _summary(args) -> int:
 
 
 def _info(args) -> int:
-    import h5py
+    from .archive import describe
 
-    from .archive import read_meta
-
-    meta = read_meta(args.archive)
+    d = describe(args.archive)
+    meta = d["meta"]
     config = json.loads(meta.get("configuration", "{}") or "{}")
     lines = [
         f"archive    {args.archive}",
@@ -109,26 +108,18 @@ def _info(args) -> int:
             f"δ          {config.get('discrepancy', {}).get('mode', 'none')}; noise "
             f"{config.get('noise')}",
         ]
-    with h5py.File(args.archive, "r") as f:
-        if "runs" in f:
-            g = f["runs"]
-            status = [s.decode() if isinstance(s, bytes) else str(s) for s in g["status"][()]]
-            counts = {s: status.count(s) for s in sorted(set(status))}
-            lines.append(
-                f"runs       {len(status)}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-            )
-        if "emulator" in f:
-            cls = f["emulator"].attrs.get("class", "?")
-            lines.append(f"emulator   {cls.decode() if isinstance(cls, bytes) else cls}")
-        if "chain" in f:
-            c = f["chain"]["chain"]
-            info = json.loads(f["chain"].attrs.get("info", "{}") or "{}")
-            lines.append(
-                f"chain      {c.shape[0]} steps × {c.shape[1]} walkers × {c.shape[2]} "
-                f"coordinates, moves {info.get('moves', '?')}"
-            )
-        if "posterior" in f:
-            lines.append("posterior  the summary table (calib summary)")
+    if "runs" in d:
+        runs = d["runs"]
+        counts = ", ".join(f"{n} {s}" for s, n in runs.items())
+        lines.append(f"runs       {sum(runs.values())}: {counts}")
+    if "emulator" in d:
+        lines.append(f"emulator   {d['emulator']}")
+    if "chain" in d:
+        n, w, k = d["chain"]["shape"]
+        moves = d["chain"]["info"].get("moves", "?")
+        lines.append(f"chain      {n} steps × {w} walkers × {k} coordinates, moves {moves}")
+    if d["posterior"]:
+        lines.append("posterior  the summary table (calib summary)")
     print("\n".join(lines))
     return EXIT_OK
 

@@ -124,3 +124,18 @@ def test_errors_are_one_line_with_their_status(args, status, message, tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     r = _calib("--debug", "summary", "missing.h5", cwd=tmp_path)
     assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+def test_info_counts_the_runs_by_status(tmp_path):
+    from calib import Parameter
+    from calib.design import latin_hypercube
+    from calib.runner import run_design
+    from simulators import FunctionSimulator
+
+    sim = FunctionSimulator(
+        lambda X, T: T[:, :1] * X[:, :1], ("x",), ("k",), ("y",), vectorized=True
+    )
+    d = latin_hypercube(sim, [Parameter("k", 0, 1)], n=6, x_bounds={"x": (0, 1)})
+    run_design(sim, d, archive=tmp_path / "r.h5", progress=False)
+    r = _calib("info", str(tmp_path / "r.h5"))
+    assert r.returncode == 0 and "runs       6: 6 ok" in r.stdout and "chain" not in r.stdout

@@ -53,7 +53,7 @@ from __future__ import annotations
 # the public names, and the ones calib and its tests import from here (names not in
 # __all__ are re-exported with "as": the import is the export)
 from ._h5 import FORMAT as FORMAT
-from ._h5 import SCHEMA_VERSION, STATUSES, ArchiveError, read_meta
+from ._h5 import SCHEMA_VERSION, STATUSES, ArchiveError, describe, read_meta
 from ._journal import _lock_writer as _lock_writer
 from ._journal import _unlock_writer as _unlock_writer
 from .chain import _read_chain as _read_chain
@@ -72,4 +72,5 @@ __all__ = [
     "RunArchive",
     "read_runs",
     "read_meta",
+    "describe",
 ]

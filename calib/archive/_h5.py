@@ -112,6 +112,28 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in meta.items()}
 
 
+def describe(path: str | os.PathLike) -> dict[str, Any]:
+    """What an archive holds, without loading it: ``meta`` (:func:`read_meta`), and where
+    present ``runs`` (run count per status), ``emulator`` (its class), ``chain`` (shape
+    and the ``info`` JSON) and ``posterior`` (True)."""
+    out: dict[str, Any] = {"meta": read_meta(path)}
+    with _open_h5(Path(path)) as f:
+        if "runs" in f:
+            status = _strs(f["runs"]["status"][()])
+            out["runs"] = {s: status.count(s) for s in sorted(set(status))}
+        if "emulator" in f:
+            cls = f["emulator"].attrs.get("class", "?")
+            out["emulator"] = cls.decode() if isinstance(cls, bytes) else str(cls)
+        if "chain" in f:
+            info = f["chain"].attrs.get("info", "{}")
+            out["chain"] = {
+                "shape": tuple(int(n) for n in f["chain"]["chain"].shape),
+                "info": json.loads((info.decode() if isinstance(info, bytes) else info) or "{}"),
+            }
+        out["posterior"] = "posterior" in f
+    return out
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
