@@ -189,17 +189,14 @@ def _parameter_bounds(p: Parameter, prior_quantiles: tuple[float, float]) -> tup
                 f"theta: parameter '{p.name}' is unbounded and has no prior, so a design "
                 f"cannot cover it; give it bounds or a prior"
             )
-        dist = p.prior.scipy()
         # quantiles of the prior truncated to the known side, so a one-sided bound and a
         # prior that straddles it still give a box inside the admissible region
-        a = -math.inf if lo is None else lo
-        b = math.inf if hi is None else hi
-        fa, fb = float(dist.cdf(a)), float(dist.cdf(b))
         qlo, qhi = prior_quantiles
+        known_lo, known_hi = lo, hi
         if lo is None:
-            lo = float(dist.ppf(fa + qlo * (fb - fa)))
+            lo = float(p.prior.truncated_ppf(qlo, known_lo, known_hi))
         if hi is None:
-            hi = float(dist.ppf(fa + qhi * (fb - fa)))
+            hi = float(p.prior.truncated_ppf(qhi, known_lo, known_hi))
     return float(lo), float(hi)
 
 

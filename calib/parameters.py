@@ -236,12 +236,8 @@ class Parameter:
         """
         if self.prior is None:
             raise ValueError(f"Parameter '{self.name}' has no prior to derive hyperpriors from")
-        dist = self.prior.scipy()
-        a = -math.inf if self.lower is None else self.lower
-        b = math.inf if self.upper is None else self.upper
-        fa, fb = float(dist.cdf(a)), float(dist.cdf(b))
-        p = fa + (fb - fa) * (np.arange(4000) + 0.5) / 4000
-        u = self.to_unconstrained(dist.ppf(p))
+        q = (np.arange(4000) + 0.5) / 4000
+        u = self.to_unconstrained(self.prior.truncated_ppf(q, self.lower, self.upper))
         u = u[np.isfinite(u)]
         return float(u.mean()), float(max(u.std(), 1e-6))
 

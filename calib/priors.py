@@ -83,6 +83,20 @@ class Prior:
         """Quantile function."""
         return np.asarray(self.scipy().ppf(q), dtype=float)
 
+    def truncated_ppf(
+        self, q: np.ndarray | float, lower: float | None, upper: float | None
+    ) -> np.ndarray:
+        """Quantile function of the prior truncated to ``[lower, upper]`` (None: open side).
+
+        ``F⁻¹(F(a) + q (F(b) − F(a)))``: the one inverse CDF behind the prior draws of a
+        bounded parameter, a design's box on an open side and the default hyperpriors.
+        """
+        dist = self.scipy()
+        a = -math.inf if lower is None else lower
+        b = math.inf if upper is None else upper
+        fa, fb = float(dist.cdf(a)), float(dist.cdf(b))
+        return dist.ppf(fa + (fb - fa) * np.asarray(q))
+
     @classmethod
     def _stack(
         cls, priors: Sequence[Prior], inside: bool, device: torch.device | None = None

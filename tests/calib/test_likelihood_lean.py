@@ -399,7 +399,7 @@ def test_ball_drop_2_problem_and_its_log_posterior():
 def _gaussian_by_autograd(C, r, n_obs):
     """Eq. 7 through torch's own Cholesky and its autograd (the reference for the closed
     form gradient), with the same retry on failure."""
-    from calib.likelihood import _LOG_2PI
+    from calib._gaussian import _LOG_2PI
 
     Lc, info = torch.linalg.cholesky_ex(C)
     retried = info != 0
@@ -414,7 +414,7 @@ def _gaussian_by_autograd(C, r, n_obs):
 
 @pytest.mark.parametrize("retry", [False, True])
 def test_closed_form_gradient_of_eq7_equals_autograd(retry):
-    from calib.likelihood import _cholesky_retry, _GaussianLogLik
+    from calib._gaussian import _cholesky_retry, _GaussianLogLik
 
     rng = np.random.default_rng(0)
     W, B, n = 4, 2, 6

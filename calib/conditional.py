@@ -1,0 +1,132 @@
+"""Predictions: the exact Gaussian conditional of δ or of reality at new points, per
+posterior draw (docs/model.md, eq. 9), for :meth:`calib.Posterior.predict` and
+:meth:`calib.Posterior.discrepancy`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ._gaussian import _cholesky_retry
+from .discrepancy import kernel_from_sq, sq_dists
+
+if TYPE_CHECKING:
+    from .likelihood import Model
+
+__all__ = ["predictive"]
+
+DTYPE = torch.float64
+
+
+def predictive(
+    model: Model,
+    U: torch.Tensor,
+    X_new: np.ndarray,
+    campaign: int | None,
+    what: str,
+    theta_new: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact Gaussian conditional of δ or of reality ζ = η + δ at new points, per draw.
+
+    For every posterior draw ``U_s`` the data give, with ``r = y − E[η]`` the residuals of
+    the block that holds the campaign and ``C`` its covariance (eq. 6),
+
+        E[f* | y] = m* + K*o C⁻¹ r,    Cov[f* | y] = K** − K*o C⁻¹ Ko*
+
+    (docs/model.md, eq. 9), where for ``what="discrepancy"`` f* = δ*, m* = 0 and the
+    covariances are δ's; for ``what="reality"`` f* = η* + δ*, m* is the forward model's
+    mean and the emulator's covariances (zero in direct mode) are added to δ's.
+
+    Parameters
+    ----------
+    U : (S, n_dim) posterior draws
+    X_new : (n*, p) control inputs
+    campaign : index of an existing campaign, or None for a new campaign
+    what : "discrepancy" or "reality"
+    theta_new : (S, q), required when ``campaign`` is None
+
+    Returns
+    -------
+    mean : (S, n*, m)
+    cov : (S, n*·m, n*·m), entries ordered row-major over (point, output)
+    failed : (S,) draws whose forward model or factorization failed
+
+    All three on the device of ``U``; the arithmetic runs on the model's.
+    """
+    dev = U.device
+    U = U.to(model.device)
+    if theta_new is not None:
+        theta_new = theta_new.to(model.device)
+    parts = model._unpack(U)
+    theta = parts["theta"]
+    S = theta.shape[0]
+    n_new = X_new.shape[0]
+    m = model.m
+    th = theta[:, campaign, :] if campaign is not None else theta_new
+    n_rows = model.X_rows.shape[0]
+    Theta = torch.cat(
+        [theta[:, model._t_row_campaign, :], th[:, None, :].expand(S, n_new, model.q)], dim=1
+    )
+    mean_all, cov_all, failed = model.forward(np.concatenate([model.X_rows, X_new]), Theta)
+    emu_obs = None if cov_all is None else cov_all[..., :n_rows, :n_rows]
+    r = model._residuals(mean_all[:, :n_rows], model._t_res_full)
+    C = model._covariance(U, parts.get("noise_sd"), emu_obs, model._t_emu_idx_full)
+    Lc, bad, _ = _cholesky_retry(C)
+    failed = failed if bad is None else failed | bad
+
+    # the new entries (point i*, output j), row-major
+    ii = np.repeat(np.arange(n_new), m)
+    jj = np.tile(np.arange(m), n_new)
+    n_star = n_new * m
+    reality = what == "reality"
+    if reality:
+        mean = mean_all[:, n_rows:, :].reshape(S, n_star).clone()
+    else:
+        mean = torch.zeros(S, n_star, dtype=DTYPE, device=model.device)
+    prior = torch.zeros(S, n_star, n_star, dtype=DTYPE, device=model.device)
+    b = 0 if model.B == 1 else campaign  # the block that informs this campaign, if any
+    cross = None
+    if b is not None:
+        cross = torch.zeros(S, n_star, model.Nmax, dtype=DTYPE, device=model.device)
+        idx = model.block_idx[b]
+        live = ~model.block_pad[b]
+    if model.discrepancy.active:
+        feats = [X_new[ii]]
+        if model.output_coords is not None:
+            feats.append(model.output_coords[jj])
+        z_new = np.concatenate(feats, axis=1)
+        kind, sc, ls = model.discrepancy.kernel, parts["disc_scale"], parts["disc_ls"]
+        same_out = (
+            (jj[:, None] == jj[None, :]) if model.split_outputs else np.ones((n_star, n_star), bool)
+        )
+        K = kernel_from_sq(kind, model._tensor(sq_dists(z_new, z_new), DTYPE), sc, ls)
+        prior = prior + K * model._tensor(same_out, DTYPE)
+        if cross is not None:
+            mask = np.broadcast_to(live, (n_star, model.Nmax)).copy()
+            if model.discrepancy.mode == "independent":
+                mask &= model.obs_campaign[idx][None, :] == (-1 if campaign is None else campaign)
+            if model.split_outputs:
+                mask &= jj[:, None] == model.obs_col[idx][None, :]
+            Kx = kernel_from_sq(
+                kind, model._tensor(sq_dists(z_new, model.z_obs[idx]), DTYPE), sc, ls
+            )
+            cross = cross + Kx * model._tensor(mask, DTYPE)
+    if reality and cov_all is not None:
+        jt, it = model._tensor(jj), model._tensor(ii + n_rows)
+        E = cov_all[:, jt[:, None], it[:, None], it[None, :]]
+        prior = prior + E * model._tensor(jj[:, None] == jj[None, :], DTYPE)
+        if cross is not None:
+            ro = model._tensor(model.obs_row[idx])
+            Ex = cov_all[:, jt[:, None], it[:, None], ro[None, :]]
+            mk = (jj[:, None] == model.obs_col[idx][None, :]) & live[None, :]
+            cross = cross + Ex * model._tensor(mk, DTYPE)
+    if cross is not None:
+        Lb = Lc[:, b]
+        v = torch.linalg.solve_triangular(Lb, r[:, b].unsqueeze(-1), upper=False)  # (S, N, 1)
+        A = torch.linalg.solve_triangular(Lb, cross.transpose(1, 2), upper=False)  # (S, N, n*)
+        mean = mean + (A.transpose(1, 2) @ v).squeeze(-1)
+        prior = prior - A.transpose(1, 2) @ A
+    cov = 0.5 * (prior + prior.transpose(1, 2))
+    return mean.reshape(S, n_new, m).to(dev), cov.to(dev), failed.to(dev)
