@@ -40,6 +40,7 @@ from linear_operator.utils.errors import NanError, NotPSDError
 from linear_operator.utils.warnings import NumericalWarning
 
 from calib.interfaces import Prediction
+from calib.kernels import input_factor, kernel_from_scaled_sq
 
 __all__ = ["GPEmulator", "ConvergenceWarning", "JitterWarning", "resolve_device"]
 
@@ -52,7 +53,6 @@ _LINEAR_RTOL = 1e-6
 # "1": the nugget stored as a noise variance (standardized units); "2": as a ratio g of
 # the signal variance. from_state_dict reads both.
 _STATE_VERSION = "2"
-_SQRT5 = math.sqrt(5.0)
 # The largest nugget ratio the jitter escalation goes to. At g = 1e-4, cond(R + g I) is at
 # most 1 + 1e4 n, which factorizes in float64 for any correlation matrix R with n far
 # beyond what an exact GP can hold; a failure there means non-finite hyperparameters, not
@@ -520,60 +520,13 @@ def kernel_matrix(
     # cost beyond the solve: the kernel's constant (√5 for Matérn, √½ for RBF) scales the
     # small inputs, not the result; −2 a·b, ||a||² and ||b||² are added in place to the
     # fresh matmul output (autograd needs none of the overwritten values); the signal
-    # variance enters the exponent as its log, so it costs no extra multiplication.
-    c = _kernel_constant(kernel)
+    # variance enters the exponent as its log, so it costs no extra multiplication. The
+    # kernel's formula is calib.kernels's, shared with δ.
+    c = input_factor(kernel)
     a, b = z1 * c, z2 * c
     r2 = (a * -2.0) @ b.transpose(-1, -2)
     r2 = r2.add_(a.pow(2).sum(-1, keepdim=True)).add_(b.pow(2).sum(-1).unsqueeze(-2))
-    return _kernel_from_r2(r2, kernel, torch.log(outputscale)[..., None, None])
-
-
-def _kernel_constant(kernel: str) -> float:
-    """The factor on length-scale-divided inputs that makes r² the kernel's exponent."""
-    return _SQRT5 if kernel == "matern52" else math.sqrt(0.5)
-
-
-def _kernel_from_r2(r2: torch.Tensor, kernel: str, log_os: torch.Tensor) -> torch.Tensor:
-    """Kernel values from squared distances of inputs scaled by :func:`_kernel_constant`.
-
-    Without gradients ``r2`` is overwritten: the same arithmetic in two fresh buffers of
-    the ``(·, N, W·n)`` size instead of seven. With gradients, Matérn's backward pass is
-    its closed form (:class:`_Matern52`).
-    """
-    if not torch.is_grad_enabled():
-        if kernel == "rbf":
-            return r2.clamp_min_(0.0).neg_().add_(log_os).exp_()
-        t = r2.clamp_min_(1e-300).sqrt_()
-        poly = (t + 1.0).addcmul_(t, t, value=1.0 / 3.0)
-        return poly.mul_(t.neg_().add_(log_os).exp_())  # log_os − t as −t + log_os: exact
-    if kernel == "rbf":
-        # exp(−r²/2) with r² already halved by the scaling; clamped against rounding
-        return torch.exp(log_os - r2.clamp_min(0.0))
-    return _Matern52.apply(r2, log_os)
-
-
-class _Matern52(torch.autograd.Function):
-    """Matérn ν = 5/2 (R&W eq. 4.17) from r² scaled by 5, with its derivative in closed form.
-
-    With t = √5 r = √r²: k = σ² (1 + t + t²/3) e^(−t) and dk/dr² = −σ² e^(−t) (1 + t) / 6,
-    finite at t = 0 (dk/dt = 0 there). r² is clamped at 1e-300 (not 0) so that t is
-    defined; the derivative is 0 below the clamp, as the clamp's. The backward pass is four
-    elementwise products over the (·, N, W·n) values instead of autograd's chain through
-    sqrt, exp and the polynomial; the values are those of the plain formula, bit for bit.
-    """
-
-    @staticmethod
-    def forward(ctx, r2: torch.Tensor, log_os: torch.Tensor) -> torch.Tensor:
-        t = torch.sqrt(r2.clamp_min(1e-300))
-        e = torch.exp(log_os - t)
-        ctx.save_for_backward(t, e, r2 >= 1e-300)
-        return torch.addcmul(t + 1.0, t, t, value=1.0 / 3.0) * e
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        t, e, inside = ctx.saved_tensors
-        d = (t + 1.0).mul_(e).mul_(grad).mul_(-1.0 / 6.0)
-        return d.masked_fill_(~inside, 0.0), None
+    return kernel_from_scaled_sq(kernel, r2, torch.log(outputscale)[..., None, None], True)
 
 
 class _Gram(torch.autograd.Function):
@@ -600,7 +553,7 @@ class _Selection:
 
     def __init__(self, em: GPEmulator, idx: list[int] | None):
         sl = slice(None) if idx is None else torch.as_tensor(idx, device=em.device)
-        c = _kernel_constant(em.kernel)
+        c = input_factor(em.kernel)
         self.k = em.n_outputs if idx is None else len(idx)
         a = em._zt[sl] * c  # (k, N, d): training inputs as kernel_matrix scales them
         self.a_m2 = a * -2.0
@@ -1234,14 +1187,14 @@ class GPEmulator:
         """
         W, n, d = x.shape
         k, N = sel.k, sel.a_m2.shape[1]
-        c = _kernel_constant(self.kernel)
+        c = input_factor(self.kernel)
         u = (x - self._t_lower) / self._t_span  # (W, n, d)
         zf = u.reshape(1, W * n, d) / sel.ls  # (k, W·n, d)
         # k(X, X*) as kernel_matrix(z_train, zf), its training side cached in sel
         b = zf * c
         b_sq = b.pow(2).sum(-1)  # (k, W·n)
         r2 = (sel.a_m2 @ b.transpose(-1, -2)).add_(sel.a_sq).add_(b_sq.unsqueeze(-2))
-        Kts = _kernel_from_r2(r2, self.kernel, sel.log_os)  # (k, N, W·n)
+        Kts = kernel_from_scaled_sq(self.kernel, r2, sel.log_os, True)  # (k, N, W·n)
         mean = sel.mc if sel.mw is None else sel.mc + sel.mw @ u.reshape(W * n, d).T
         mean = mean + (sel.alpha @ Kts).squeeze(-2)  # (k, W·n)
         # below ~500 runs the GEMM with the cached L⁻¹ beats the triangular solve
@@ -1255,7 +1208,8 @@ class GPEmulator:
         bw = b.view(k, W, n, d)
         bw_sq = b_sq.view(k, W, n)
         r2 = ((bw * -2.0) @ bw.transpose(-1, -2)).add_(bw_sq.unsqueeze(-1))
-        Kss = _kernel_from_r2(r2.add_(bw_sq.unsqueeze(-2)), self.kernel, sel.log_os_w)
+        r2 = r2.add_(bw_sq.unsqueeze(-2))
+        Kss = kernel_from_scaled_sq(self.kernel, r2, sel.log_os_w, True)
         VtV = _Gram.apply(V) if V.requires_grad else V.transpose(-1, -2) @ V
         cov = (Kss - VtV).permute(1, 0, 2, 3)  # (W, k, n, n)
         mean = mean * sel.yscale + sel.ymean  # (k, W·n)
