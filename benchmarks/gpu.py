@@ -238,7 +238,7 @@ def run(args) -> dict:
     return {
         "benchmark": "gpu",
         "quick": bool(args.quick),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "platform": platform.platform(),
         "python": platform.python_version(),

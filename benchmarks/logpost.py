@@ -238,7 +238,7 @@ def main() -> None:
     print_table(rows, "now" if before is None else "after (working tree)")
     result = {
         "benchmark": "logpost",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "platform": platform.platform(),
         "python": platform.python_version(),

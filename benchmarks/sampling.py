@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     meta = {
         "benchmark": "sampling",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "machine": f"{platform.machine()} {platform.processor()}".strip(),
         "cpu_count": os.cpu_count(),

@@ -4,9 +4,10 @@ per-parameter pooling across experimental campaigns."""
 from __future__ import annotations
 
 from . import design, plugins, priors
-from .archive import ArchiveError, load
+from .archive import ArchiveError
 from .calibrator import Calibrator
 from .campaign import Campaign
+from .config import load
 from .discrepancy import Discrepancy
 from .interfaces import Emulator, Prediction, Simulator, SimulatorError
 from .likelihood import SimulatorWarning

@@ -47,11 +47,12 @@ def as_real_array(value: Any, what: str) -> np.ndarray:
     return arr.astype(float)
 
 
-def check_int(value: Any, name: str, least: int = 0) -> int:
+def check_int(value: Any, name: str, least: int = 0, what: str | None = None) -> int:
     """``value`` as an int, refusing bools, floats (``2.5``, also ``2.0``) and values below
-    ``least``."""
+    ``least``; ``what`` describes the range in the message (default from ``least``)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        what = "a positive integer" if least == 1 else f"an integer ≥ {least}"
+        if what is None:
+            what = "a positive integer" if least == 1 else f"an integer ≥ {least}"
         raise ValueError(f"{name}: expected {what}, got {value!r}")
     return int(value)
 

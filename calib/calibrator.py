@@ -290,6 +290,13 @@ class Calibrator:
         self.model.warn_failures(self.model.failures, int(U.shape[0]))
         return out
 
+    def to_config(self, sample: dict[str, Any] | None = None) -> dict[str, Any]:
+        """This calibration as plain JSON-able data (:func:`calib.config.to_config`): what
+        an archive stores, and what :func:`calib.config.from_config` builds back."""
+        from .config import to_config  # config builds Calibrators: imported when used
+
+        return to_config(self, sample)
+
     def sample(
         self,
         n_walkers: int | None = None,
@@ -359,7 +366,8 @@ class Calibrator:
             n_steps = max_steps
         n_steps = resolve_budget(options.get("moves"), n_steps)
         if archive is not None:
-            from .archive import sample_into
+            # the sampler writes through a ChainBackend on the study archive
+            from ._sampler_archive import sample_into
 
             return sample_into(
                 self,

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ._gaussian import _cholesky_retry
-from .discrepancy import kernel_from_sq, sq_dists
+from .kernels import kernel_from_sq, sq_dists
 
 if TYPE_CHECKING:
     from .likelihood import Model
@@ -105,7 +105,7 @@ def predictive(
         prior = prior + K * model._tensor(same_out, DTYPE)
         if cross is not None:
             mask = np.broadcast_to(live, (n_star, model.Nmax)).copy()
-            if model.discrepancy.mode == "independent":
+            if model.discrepancy.per_campaign:
                 mask &= model.obs_campaign[idx][None, :] == (-1 if campaign is None else campaign)
             if model.split_outputs:
                 mask &= jj[:, None] == model.obs_col[idx][None, :]

@@ -98,6 +98,17 @@ class Discrepancy:
     def active(self) -> bool:
         return self.mode != "none"
 
+    @property
+    def couples_campaigns(self) -> bool:
+        """One δ for all campaigns (``"shared"``): their entries share a covariance block."""
+        return self.mode == "shared"
+
+    @property
+    def per_campaign(self) -> bool:
+        """A δ of its own for each campaign (``"independent"``): δ links a campaign's
+        entries only."""
+        return self.mode == "independent"
+
     def to_dict(self) -> dict:
         return {
             "mode": self.mode,

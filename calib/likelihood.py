@@ -51,7 +51,8 @@ from .blocks import (
     noise_block,
     pooling_block,
 )
-from .discrepancy import Discrepancy, KernelOnDistances
+from .discrepancy import Discrepancy
+from .kernels import KernelOnDistances
 from .observations import Observations
 from .parameters import Parameter
 from .prior_plan import PriorPlan
@@ -119,8 +120,8 @@ class Model:
         # ---------------------------------------------------------------- the data
         # the observed entries, δ's features and the covariance blocks (calib/observations.py)
         # are the model's own attributes: the likelihood plan, predictions and checks read them
-        joint = discrepancy.mode == "shared" or forward.emulator
-        indep = discrepancy.mode == "independent"
+        joint = discrepancy.couples_campaigns or forward.emulator
+        indep = discrepancy.per_campaign
         obs = Observations(xs, ys, noises, output_coords, input_names, joint, indep)
         for key, value in vars(obs).items():
             setattr(self, key, value)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .discrepancy import sq_dists
+from .kernels import sq_dists
 
 __all__ = ["Observations"]
 

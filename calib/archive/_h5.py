@@ -1,27 +1,28 @@
 """The schema of the archive file: its constants, the ``/meta`` group, typed readers of
-attributes and datasets, and the file-system helpers every writer shares.
+attributes and datasets, and the file-system helpers every writer shares, among them the
+one way a new version of the file replaces the old (:func:`replace_atomically`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from ..runset import STATUSES as STATUSES
+
 #: Version of the file layout; bumped when a reader of an older version could misread it.
 SCHEMA_VERSION = 1
 FORMAT = "calib study archive"
-
-#: The status of a run: not run yet, finished, raised / exited non-zero, ran past the
-#: timeout, returned NaN or the wrong shape or unparsable output.
-STATUSES = ("pending", "ok", "error", "timeout", "invalid")
 
 _STR = h5py.string_dtype(encoding="utf-8")
 _RNG_WORDS = 624  # MT19937 key length
@@ -33,7 +34,7 @@ class ArchiveError(Exception):
 
 # ---------------------------------------------------------------------- helpers
 def _now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _versions() -> dict[str, str]:
@@ -65,6 +66,69 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def replace_atomically(
+    path: Path,
+    build: Callable[[h5py.File], None],
+    *,
+    fsync: bool = True,
+    error: Callable[[OSError], Exception] | None = None,
+) -> None:
+    """Replace the file ``path`` by the HDF5 file that ``build`` fills, atomically.
+
+    ``build(f)`` fills an empty ``h5py.File`` held in memory; its image is written to
+    ``<path>.tmp`` with plain ``os.write``, fsync-ed, moved over ``path`` with
+    :func:`os.replace` (atomic on POSIX), and the directory is fsync-ed. The HDF5 library
+    never meets a failing write (a full disk can crash the process inside it); a kill at
+    any moment leaves either the old file or the new one.
+
+    Parameters
+    ----------
+    path : Path
+        The file to replace (created if missing).
+    build : callable
+        ``build(f)`` writes the new file's content into ``f``.
+    fsync : bool
+        Flush the new file and the directory to the disk (off only for tests and
+        benchmarks that do not need the power-cut guarantee).
+    error : callable, optional
+        ``error(exc)`` makes the exception raised for an ``OSError`` while writing or
+        moving the file; default: an :class:`ArchiveError` naming the file.
+
+    Raises
+    ------
+    ArchiveError
+        (or what ``error`` returns) if the new file cannot be written or moved into place;
+        ``path`` is then left as it was and ``<path>.tmp`` removed.
+    """
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        build(f)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        # O_TRUNC: a tmp file left by a kill during an earlier replace is overwritten
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = buf.getbuffer()
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if error is not None:
+            raise error(exc) from exc
+        raise ArchiveError(
+            f"archive '{path}': its new content could not be written to '{tmp}' and moved "
+            f"into place ({exc}); is the disk full? '{path}' is as it was"
+        ) from exc
+    if fsync:
+        _fsync_dir(path.parent)
 
 
 def _strs(values: Any) -> list[str]:

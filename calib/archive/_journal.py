@@ -1,10 +1,15 @@
 """The journals beside an archive and its writer lock.
 
-- ``<archive>.journal``: the runs journal, one CRC-framed JSON line per finished run
-  (:func:`_encode`, :func:`_decode_journal`); its ``flock`` is the one writer lock of the
-  archive (:func:`_lock_writer`), dropped by a forked child at once;
-- ``<archive>.chainlog``: the chain journal, one CRC-checked binary record per checkpoint
-  between rewrites of the file (:func:`_encode_chain_record`, :func:`_parse_chainlog`).
+Both journals are append-only logs of CRC-framed records (:func:`_frame`,
+:func:`_parse_frames`), so that a write cut short by a kill or a full disk is recognised
+and ignored, whichever journal it hit:
+
+- ``<archive>.journal``: the runs journal, one frame of JSON per finished run
+  (:func:`_encode`, :func:`_decode_journal`; journals written before the framing was
+  shared, one JSON line and its CRC per run, are still read); its ``flock`` is the one
+  writer lock of the archive (:func:`_lock_writer`), dropped by a forked child at once;
+- ``<archive>.chainlog``: the chain journal, one binary frame per checkpoint between
+  rewrites of the file (:func:`_encode_chain_record`, :func:`_parse_chainlog`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import os
 import struct
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,28 +29,158 @@ import numpy as np
 
 from ._h5 import _RNG_WORDS, ArchiveError, _json_default
 
+# ---------------------------------------------------------------------- the framing
+# A frame: head | body | CRC-32 (zlib, <I) of head and body. The head is a little-endian
+# struct that starts with an 8-byte magic and a uint32 version, then the codec's own
+# fields, and ends with the body's length in bytes (uint64). The magic lets a reader find
+# the frames that follow a damaged one (telling corruption from a torn last write).
+_CRC = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class _Framing:
+    """The frame head of one journal: its magic, version and head layout."""
+
+    magic: bytes
+    version: int
+    head: struct.Struct  # "<8sI" + the codec's fields + "Q"
+
+
+def _frame(kind: _Framing, fields: tuple[int, ...], parts: Sequence[Any]) -> bytes:
+    """One frame: the head of ``fields``, the body ``parts`` (bytes-like), its CRC."""
+    views = [memoryview(p).cast("B") for p in parts]
+    head = kind.head.pack(kind.magic, kind.version, *fields, sum(v.nbytes for v in views))
+    crc = zlib.crc32(head)
+    for v in views:
+        crc = zlib.crc32(v, crc)
+    return b"".join([head, *views, _CRC.pack(crc)])
+
+
+def _frame_at(kind: _Framing, data: bytes, at: int) -> tuple[tuple[int, ...], int, int] | None:
+    """``(fields, body start, body end)`` of the whole, CRC-checked frame at ``at``, or
+    ``None``."""
+    if len(data) - at < kind.head.size + _CRC.size:
+        return None
+    magic, version, *fields, size = kind.head.unpack_from(data, at)
+    body = at + kind.head.size
+    if magic != kind.magic or version != kind.version or body + size + _CRC.size > len(data):
+        return None
+    (crc,) = _CRC.unpack_from(data, body + size)
+    if zlib.crc32(memoryview(data)[at : body + size]) != crc:
+        return None
+    return tuple(fields), body, body + size
+
+
+def _parse_frames(
+    kind: _Framing,
+    data: bytes,
+    decode: Callable[[tuple[int, ...], bytes, int, int], Any],
+    path: Path,
+    what: str,
+) -> tuple[list[Any], int]:
+    """The decoded whole frames of a journal and the offset after the last of them.
+
+    ``decode(fields, data, start, end)`` turns a frame's body ``data[start:end]`` into a
+    record, or returns ``None`` when it makes no sense (the frame then counts as damaged).
+    A damaged frame at the end is a write cut short (a kill, a full disk) and it and what
+    follows are ignored; a damaged frame followed by a whole one is corruption.
+
+    Raises
+    ------
+    ArchiveError
+        For a damaged frame followed by a whole one; ``what`` names the journal.
+    """
+
+    def whole(at: int) -> tuple[Any, int] | None:
+        found = _frame_at(kind, data, at)
+        if found is None:
+            return None
+        fields, start, end = found
+        rec = decode(fields, data, start, end)
+        return None if rec is None else (rec, end + _CRC.size)
+
+    records, at = [], 0
+    while at < len(data):
+        got = whole(at)
+        if got is None:
+            nxt = data.find(kind.magic, at + 1)
+            while nxt != -1:
+                if whole(nxt) is not None:
+                    raise ArchiveError(
+                        f"{what} '{path}' is corrupt at line {len(records) + 1}: the record "
+                        f"at byte {at} is damaged but whole records follow it"
+                    )
+                nxt = data.find(kind.magic, nxt + 1)
+            break
+        records.append(got[0])
+        at = got[1]
+    return records, at
+
+
+def _append(fd: int, data: bytes, fsync: bool) -> None:
+    """Write all of ``data`` at ``fd``'s offset; ``fsync`` it when asked."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    if fsync:
+        os.fsync(fd)
+
 
 # ---------------------------------------------------------------------- the runs journal
+# <archive>.journal: a header frame ({"kind": "header", "schema", "design"}) written by
+# each fold, then one frame per finished run. head <8s I Q>: magic, version, body bytes;
+# body: UTF-8 JSON of {"i", "status", "y", "error", "elapsed", "attempts", "t"}.
+_RUNS = _Framing(b"calibRJ\x00", 1, struct.Struct("<8sIQ"))
+
+
 def _encode(obj: dict[str, Any]) -> bytes:
-    payload = json.dumps(obj, separators=(",", ":"), allow_nan=True)
-    return f"{payload}\t{zlib.crc32(payload.encode()):08x}\n".encode()
+    """The runs journal's frame of one record (or of its header)."""
+    return _frame(_RUNS, (), [json.dumps(obj, separators=(",", ":"), allow_nan=True).encode()])
 
 
-def _decode_journal(data: bytes, path: Path) -> tuple[dict | None, list[dict]]:
-    """Header and records of a journal; a torn last line is dropped, others must check."""
+def _decode_run(fields: tuple[int, ...], data: bytes, start: int, end: int) -> dict | None:
+    try:
+        obj = json.loads(data[start:end].decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _decode_lines(data: bytes, path: Path) -> list[dict]:
+    """The records of a runs journal in the format before the shared framing: one line of
+    JSON, a tab and the JSON's CRC-32 in hex per record. A torn last line is dropped, every
+    other line must check."""
     lines = data.split(b"\n")
     # the text after the last newline is an unfinished write (the process was killed)
-    complete = lines[:-1]
-    header, records = None, []
-    for k, raw in enumerate(complete):
+    records = []
+    for k, raw in enumerate(lines[:-1]):
         try:
             payload, crc = raw.decode().rsplit("\t", 1)
             ok = int(crc, 16) == zlib.crc32(payload.encode())
             obj = json.loads(payload) if ok else None
         except (ValueError, UnicodeDecodeError):
             ok, obj = False, None
-        if not ok:
+        if not ok or not isinstance(obj, dict):
             raise ArchiveError(f"journal '{path}' is corrupt at line {k + 1}")
+        records.append(obj)
+    return records
+
+
+def _decode_journal(data: bytes, path: Path) -> tuple[dict | None, list[dict]]:
+    """Header and records of a runs journal; a torn last record is dropped.
+
+    Raises
+    ------
+    ArchiveError
+        If a record other than the last is damaged.
+    """
+    if data.startswith(b"{"):
+        # written before the framing was shared (a resume folds it into the new format)
+        objs = _decode_lines(data, path)
+    else:
+        objs, _ = _parse_frames(_RUNS, data, _decode_run, path, "journal")
+    header, records = None, []
+    for obj in objs:
         if obj.get("kind") == "header":
             header = obj
         else:
@@ -114,16 +250,12 @@ os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 # ---------------------------------------------------------------------- the chain journal
-# <archive>.chainlog: one binary record per checkpoint between rewrites of the file.
-#   header  <8s I q q q q Q>: magic, version, n_start, n_rows, n_walkers, n_dim, payload bytes
-#   payload chain rows (n_rows, n_walkers, n_dim) <f8, log_prob (n_rows, n_walkers) <f8,
-#           accepted (n_walkers,) <i8, rng_key (624,) <i8, then UTF-8 JSON of
-#           {"rng": [name, pos, has_gauss, cached_gaussian], "stopped_early", "info"}
-#   crc     <I: CRC-32 (zlib) of header + payload
-_LOG_MAGIC = b"calibCL\x00"
-_LOG_VERSION = 1
-_LOG_HEADER = struct.Struct("<8sIqqqqQ")
-_LOG_CRC = struct.Struct("<I")
+# <archive>.chainlog: one frame per checkpoint between rewrites of the file.
+#   head  <8s I q q q q Q>: magic, version, n_start, n_rows, n_walkers, n_dim, body bytes
+#   body  chain rows (n_rows, n_walkers, n_dim) <f8, log_prob (n_rows, n_walkers) <f8,
+#         accepted (n_walkers,) <i8, rng_key (624,) <i8, then UTF-8 JSON of
+#         {"rng": [name, pos, has_gauss, cached_gaussian], "stopped_early", "info"}
+_CHAIN = _Framing(b"calibCL\x00", 1, struct.Struct("<8sIqqqqQ"))
 
 
 def _chainlog_path(path: Path) -> Path:
@@ -160,13 +292,7 @@ def _encode_chain_record(cp: Any, n_start: int) -> bytes:
         np.ascontiguousarray(cp.accepted, dtype="<i8"),
         np.ascontiguousarray(keys, dtype="<i8"),
     ]
-    size = sum(a.nbytes for a in arrays) + len(meta)
-    header = _LOG_HEADER.pack(_LOG_MAGIC, _LOG_VERSION, n_start, n - n_start, w, d, size)
-    crc = zlib.crc32(header)
-    for a in arrays:
-        crc = zlib.crc32(a, crc)
-    crc = zlib.crc32(meta, crc)
-    return b"".join([header, *(a.tobytes() for a in arrays), meta, _LOG_CRC.pack(crc)])
+    return _frame(_CHAIN, (n_start, n - n_start, w, d), [*arrays, meta])
 
 
 @dataclass
@@ -180,35 +306,33 @@ class _ChainRecord:
     end: int  # offset of the byte after the record in the journal
 
 
-def _parse_chain_record(data: bytes, at: int) -> _ChainRecord | None:
-    """The whole, CRC-checked record at offset ``at``, or ``None``."""
-    if len(data) - at < _LOG_HEADER.size + _LOG_CRC.size:
-        return None
-    magic, version, n0, rows, w, d, size = _LOG_HEADER.unpack_from(data, at)
-    if magic != _LOG_MAGIC or version != _LOG_VERSION:
-        return None
+def _decode_chain(
+    fields: tuple[int, ...], data: bytes, start: int, end: int
+) -> _ChainRecord | None:
+    n0, rows, w, d = fields
     if n0 < 1 or rows < 1 or w < 1 or d < 1:
         return None
-    body = at + _LOG_HEADER.size
-    end = body + size + _LOG_CRC.size
     counts = (rows * w * d, rows * w, w, _RNG_WORDS)
-    if size < 8 * sum(counts) or end > len(data):
+    if end - start < 8 * sum(counts):
         return None
-    (crc,) = _LOG_CRC.unpack_from(data, body + size)
-    if zlib.crc32(memoryview(data)[at : body + size]) != crc:
-        return None
-    parts, off = [], body
+    parts, off = [], start
     for count, dtype in zip(counts, ("<f8", "<f8", "<i8", "<i8")):
         parts.append(np.frombuffer(data, dtype=dtype, count=count, offset=off))
         off += 8 * count
     try:
-        meta = json.loads(data[off : body + size].decode())
+        meta = json.loads(data[off:end].decode())
     except (UnicodeDecodeError, ValueError):
         return None
     if not isinstance(meta, dict):
         return None
     return _ChainRecord(
-        n0, parts[0].reshape(rows, w, d), parts[1].reshape(rows, w), parts[2], parts[3], meta, end
+        n0,
+        parts[0].reshape(rows, w, d),
+        parts[1].reshape(rows, w),
+        parts[2],
+        parts[3],
+        meta,
+        end + _CRC.size,
     )
 
 
@@ -217,19 +341,4 @@ def _parse_chainlog(data: bytes, path: Path) -> tuple[list[_ChainRecord], int]:
 
     A damaged record at the end is a write cut short (a kill, a full disk) and is ignored;
     a damaged record followed by a whole one is corruption."""
-    records, at = [], 0
-    while at < len(data):
-        rec = _parse_chain_record(data, at)
-        if rec is None:
-            nxt = data.find(_LOG_MAGIC, at + 1)
-            while nxt != -1:
-                if _parse_chain_record(data, nxt) is not None:
-                    raise ArchiveError(
-                        f"chain journal '{path}' is corrupt: the record at byte {at} is "
-                        f"damaged but whole records follow it"
-                    )
-                nxt = data.find(_LOG_MAGIC, nxt + 1)
-            break
-        records.append(rec)
-        at = rec.end
-    return records, at
+    return _parse_frames(_CHAIN, data, _decode_chain, path, "chain journal")

@@ -1,4 +1,5 @@
-"""The ``/chain`` group: its writer, its validating reader, and :func:`read_chain`, which
+"""The chain of a study: :class:`ChainBackend`, the emcee backend the sampler writes
+through, the ``/chain`` group's writer and validating reader, and :func:`read_chain`, which
 applies the chain journal's whole records after the file's chain.
 """
 
@@ -7,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import emcee
 import h5py
 import numpy as np
 
+from ..checkpoint import Checkpoint
 from ._h5 import (
     _RNG_WORDS,
     _STR,
@@ -26,8 +29,119 @@ from ._h5 import (
 )
 from ._journal import _chainlog_bytes, _chainlog_path, _parse_chainlog
 
+if TYPE_CHECKING:
+    from .study import StudyWriter
 
-def _write_chain(f: h5py.File, cp: Any, config: dict[str, Any]) -> None:
+
+class ChainBackend(emcee.backends.Backend):
+    """emcee's in-memory chain, checkpointed into a study archive as it grows.
+
+    emcee stores every step through :meth:`save_step`, in memory as its own
+    :class:`emcee.backends.Backend` does (the stopping rule reads the whole chain). The
+    sampler ends its stretches of steps on multiples of :attr:`every`, and when a checkpoint
+    is :meth:`due` it hands over what emcee does not hold (its settings and the move's
+    adapted state) to :meth:`checkpoint`, which passes the checkpoint to ``writer``: a
+    :class:`~calib.archive.study.StudyWriter` appends the new steps to the chain journal, or
+    rewrites the file once the journal would hold as many steps as the file (at doubling
+    chain lengths). The checkpoint that completes the chain is kept back until
+    :meth:`finish` writes it with the posterior's summaries.
+
+    Parameters
+    ----------
+    writer : StudyWriter, optional
+        Where checkpoints go: an object with ``checkpoint(cp, posterior=None)``. None keeps
+        the chain in memory only, as emcee's own backend.
+    every : int
+        Steps between checkpoints (the sampler checks it).
+    extra : dict, optional
+        Put into every checkpoint's ``info`` where the sampler's lacks the key; a
+        ``n_walkers`` of None there becomes the number of walkers.
+    hold_last : bool
+        Keep the checkpoint that completes the chain for :meth:`finish` (True), or pass it to
+        ``writer`` at once as the others.
+
+    Examples
+    --------
+    The sampler on its own (``run_sampler(..., backend=ChainBackend())``) keeps the chain in
+    memory; ``Calibrator.sample(archive=...)`` opens a :class:`StudyWriter` on the archive
+    and passes ``ChainBackend(writer, every=checkpoint_every)``.
+    """
+
+    def __init__(
+        self,
+        writer: StudyWriter | Any = None,
+        every: int = 500,
+        extra: dict[str, Any] | None = None,
+        hold_last: bool = True,
+    ):
+        super().__init__()
+        self.writer = writer
+        self.every = every
+        self.extra = dict(extra or {})
+        self.hold_last = bool(hold_last)
+        self.last: Checkpoint | None = None  # the latest checkpoint made
+
+    @property
+    def records(self) -> bool:
+        """Whether checkpoints are taken (a writer was given)."""
+        return self.writer is not None
+
+    def restore(self, cp: Checkpoint) -> None:
+        """Refill the backend with a stored chain, its acceptance counts and its generator
+        state, so that a sampler built on it continues that chain exactly."""
+        n, w, d = cp.chain.shape
+        self.reset(w, d)
+        self.grow(n, None)
+        self.chain[:n] = cp.chain
+        self.log_prob[:n] = cp.log_prob
+        self.accepted[:] = cp.accepted
+        self.iteration = n
+        self.random_state = cp.rng_state
+
+    def due(self, ending: bool) -> bool:
+        """Whether the sampler owes a checkpoint now: every :attr:`every` steps, and when the
+        chain ends (``ending``: budget reached, stopped by the convergence rule or the time
+        budget)."""
+        return self.records and (ending or self.iteration % self.every == 0)
+
+    def snapshot(self, info: dict[str, Any], stopped_early: bool) -> Checkpoint:
+        """The chain so far with the sampler's ``info`` (:attr:`extra` merged in)."""
+        n = self.iteration
+        info = {**info, **{k: v for k, v in self.extra.items() if k not in info}}
+        if "n_walkers" in self.extra and info.get("n_walkers") is None:
+            info["n_walkers"] = int(self.nwalkers)
+        return Checkpoint(
+            chain=self.chain[:n],
+            log_prob=self.log_prob[:n],
+            accepted=np.asarray(self.accepted, dtype=np.int64).copy(),
+            rng_state=self.random_state,
+            stopped_early=stopped_early,
+            info=info,
+        )
+
+    def checkpoint(self, info: dict[str, Any], stopped_early: bool, completes: bool) -> None:
+        """Record the chain so far: the sampler's ``info`` (settings, ``"move_state"``) and
+        whether the convergence rule stopped it; ``completes``: the chain is done (its
+        checkpoint waits for :meth:`finish` when :attr:`hold_last`).
+
+        Raises
+        ------
+        ArchiveError
+            If the writer cannot write it (the previous checkpoint stays readable).
+        """
+        cp = self.snapshot(info, stopped_early)
+        self.last = cp
+        if not (self.hold_last and completes):
+            self.writer.checkpoint(cp)
+
+    def finish(self, posterior: Any) -> None:
+        """Write the last checkpoint with the summaries of ``posterior`` (nothing if no
+        checkpoint was made: a resumed chain that was already complete)."""
+        if self.last is not None:
+            self.writer.checkpoint(self.last, posterior=posterior)
+
+
+def _write_chain(f: h5py.File, cp: Checkpoint, config: dict[str, Any]) -> None:
     g = f.create_group("chain")
     g.create_dataset("chain", data=np.asarray(cp.chain, dtype="<f8"))
     g.create_dataset("log_prob", data=np.asarray(cp.log_prob, dtype="<f8"))
@@ -44,9 +158,7 @@ def _write_chain(f: h5py.File, cp: Any, config: dict[str, Any]) -> None:
     g.attrs["info"] = json.dumps(cp.info, default=_json_default)
 
 
-def _read_checkpoint(f: h5py.File, path: Path) -> Any:
-    from ..sampling import Checkpoint
-
+def _read_checkpoint(f: h5py.File, path: Path) -> Checkpoint:
     g = f["chain"]
     if not isinstance(g, h5py.Group):
         raise ArchiveError(f"archive '{path}': /chain should be a group")
@@ -115,7 +227,7 @@ def _read_checkpoint(f: h5py.File, path: Path) -> Any:
     )
 
 
-def _read_chain(f: h5py.File, path: Path, log: bytes) -> tuple[Any, int, int]:
+def _read_chain(f: h5py.File, path: Path, log: bytes) -> tuple[Checkpoint, int, int]:
     """The chain of an archive: ``/chain`` of the open file, then the journal's records.
 
     Every reader of the chain goes through here (``StudyWriter.open``, :func:`read_chain`,
@@ -131,8 +243,6 @@ def _read_chain(f: h5py.File, path: Path, log: bytes) -> tuple[Any, int, int]:
     keep : int
         Journal bytes worth keeping: up to the last applied record (0 if none applied).
     """
-    from ..sampling import Checkpoint
-
     cp = _read_checkpoint(f, path)
     n_folded = cp.n_steps
     if not log:
@@ -200,8 +310,8 @@ def _read_chain(f: h5py.File, path: Path, log: bytes) -> tuple[Any, int, int]:
     )
 
 
-def read_chain(path: str | os.PathLike) -> Any:
-    """The last checkpoint of an archive's chain (:class:`calib.sampling.Checkpoint`).
+def read_chain(path: str | os.PathLike) -> Checkpoint:
+    """The last checkpoint of an archive's chain (:class:`calib.checkpoint.Checkpoint`).
 
     The chain of the HDF5 file followed by the whole records of its chain journal
     (``<archive>.chainlog``). Safe while another process samples into the archive: the file

@@ -1,11 +1,17 @@
-""":func:`load`: the posterior of a study archive, with its calibration rebuilt from the
-stored configuration, campaigns and emulator state (nothing stored is executed).
+""":func:`read_study`: everything :func:`calib.load` needs from a study archive, read and
+checked, as plain data (:class:`StudyRecord`).
+
+The archive only reads: it never builds a calibration. ``calib.load``
+(:mod:`calib.config`) turns a :class:`StudyRecord` into a ``Calibrator`` and a
+``Posterior``, so nothing here imports the calibrator, the sampler or the run engine
+(issue 10: data flows one way, the archive does not reach up the pipeline).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,34 +32,71 @@ from ._journal import _chainlog_bytes
 from .chain import _read_chain
 from .study import _group_name, _simulator_identity
 
+__all__ = ["StudyRecord", "read_study"]
 
-def load(path: str | os.PathLike, simulator: Any = None) -> Any:
-    """Restore the :class:`~calib.posterior.Posterior` of a study archive.
+#: The keys ``/meta/configuration`` must hold for the study to be rebuilt.
+_NEEDED = ("mode", "parameters", "discrepancy", "noise", "hyperpriors", "labels", "input_names")
 
-    Nothing stored in the file is executed: the emulator is rebuilt from its stored arrays
-    by the class registered under its name in the ``calib.emulators`` entry points; a
-    Python simulator (direct mode) cannot be stored and is given again.
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study archive read and checked, as plain data (nothing rebuilt, nothing executed).
+
+    Attributes
+    ----------
+    path : Path
+    config : dict
+        ``/meta/configuration`` (JSON-decoded; it holds at least the keys of
+        :data:`_NEEDED`), the input of :func:`calib.config.from_config`.
+    campaigns : list of dict
+        One per campaign, in the stored order: ``name``, ``group`` (its group under
+        ``/campaigns``), ``x`` (``(n, p)`` or None), ``y`` and ``noise_sd`` (or None).
+    emulator_class : type or None
+        Emulator mode: the registered ``calib.emulators`` plug-in class to restore
+        :attr:`emulator_state` with (its ``from_state_dict``).
+    emulator_state : dict or None
+        Emulator mode: the stored ``state_dict`` (arrays, str, int, float).
+    simulator : dict or None
+        Direct mode read without ``simulator=``: the archived ``input_names``,
+        ``parameter_names``, ``output_names`` and ``identity``.
+    checkpoint : Checkpoint
+        The chain: ``/chain`` followed by the chain journal's whole records.
+    burn : int or None
+        The stored burn-in (the sampling settings', else the chain's), or None.
+    has_runs : bool
+        The archive holds ``/runs``.
+    """
+
+    path: Path
+    config: dict[str, Any]
+    campaigns: list[dict[str, Any]]
+    emulator_class: Any
+    emulator_state: dict[str, Any] | None
+    simulator: dict[str, Any] | None
+    checkpoint: Any
+    burn: int | None
+    has_runs: bool
+
+
+def read_study(path: str | os.PathLike, simulator: Any = None) -> StudyRecord:
+    """Read and check what :func:`calib.load` needs from a study archive.
 
     Parameters
     ----------
     path : str or path-like
         The archive written by ``Calibrator.sample(archive=path)``.
     simulator : Simulator, optional
-        Required when the chain was sampled with the simulator in the likelihood (direct
-        mode); its input, parameter and output names must match the archived ones.
+        Direct mode: checked against the archived input, parameter and output names.
 
     Returns
     -------
-    Posterior
-        With ``posterior.calibrator`` (emulator, parameters, campaigns) rebuilt,
-        ``posterior.runs`` (a :class:`~calib.RunSet`, or ``None`` if the archive has no
-        ``/runs``) and ``posterior.info["archive"]``.
+    StudyRecord
 
     Raises
     ------
     ArchiveError
-        If the file is not a calib archive, is damaged, newer than this calib, has no
-        chain, or needs ``simulator=``; the message names the file and what is wrong.
+        If the file is missing, not a calib archive, damaged, newer than this calib, has
+        no chain, or ``simulator`` does not match; the message names the file.
     """
     path = Path(path)
     if not path.exists():
@@ -63,24 +106,13 @@ def load(path: str | os.PathLike, simulator: Any = None) -> Any:
     try:
         log = _chainlog_bytes(path)  # before the file: see _chainlog_bytes
         with _open_h5(path) as f:
-            post = _load(f, path, simulator, log)
-        post.runs = None
-        if "runs" in _group_names(path):
-            from ..runner import RunSet
-
-            post.runs = RunSet.from_archive(path)
+            return _read_study(f, path, simulator, log)
     except ArchiveError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever a damaged file raises, say so
         raise ArchiveError(
             f"archive '{path}' cannot be loaded: {type(exc).__name__}: {exc}"
         ) from None
-    return post
-
-
-def _group_names(path: Path) -> list[str]:
-    with _open_h5(path) as f:
-        return list(f)
 
 
 def _read_state(g: h5py.Group, path: Path) -> dict[str, Any]:
@@ -146,10 +178,14 @@ def _emulator_class(g: h5py.Group, path: Path) -> Any:
     return cls
 
 
-def _check_simulator(sim: Any, f: h5py.File, path: Path) -> None:
+def _simulator_group(f: h5py.File, path: Path) -> h5py.Group:
     if "simulator" not in f:
         raise ArchiveError(f"archive '{path}' has no /simulator group")
-    g = f["simulator"]
+    return f["simulator"]
+
+
+def _check_simulator(sim: Any, f: h5py.File, path: Path) -> None:
+    g = _simulator_group(f, path)
     stored = _simulator_identity(sim)
     for key in ("input_names", "parameter_names", "output_names"):
         want = _strs(g.attrs[key]) if key in g.attrs else None
@@ -162,29 +198,19 @@ def _check_simulator(sim: Any, f: h5py.File, path: Path) -> None:
             )
 
 
-def _missing_simulator(f: h5py.File, path: Path) -> Any:
-    from ..interfaces import MissingSimulator
-
-    if "simulator" not in f:
-        raise ArchiveError(f"archive '{path}' has no /simulator group")
-    g = f["simulator"]
-    names = {}
+def _simulator_names(f: h5py.File, path: Path) -> dict[str, Any]:
+    """The archived simulator's names and identity (for a stand-in that has them)."""
+    g = _simulator_group(f, path)
+    names: dict[str, Any] = {}
     for key in ("input_names", "parameter_names", "output_names"):
         if key not in g.attrs:
             raise ArchiveError(f"archive '{path}': /simulator has no attribute '{key}'")
         names[key] = _strs(g.attrs[key])
-    ident = _attr_str(g, "identity", path, default="?")
-    return MissingSimulator(**names, identity=ident, path=str(path))
+    names["identity"] = _attr_str(g, "identity", path, default="?")
+    return names
 
 
-def _load(f: h5py.File, path: Path, simulator: Any, log: bytes = b"") -> Any:
-    from ..calibrator import Calibrator
-    from ..campaign import Campaign
-    from ..discrepancy import Discrepancy
-    from ..parameters import Parameter
-    from ..priors import Prior
-    from ..sampling import posterior_from_chain
-
+def _read_config(f: h5py.File, path: Path) -> dict[str, Any]:
     if "meta" not in f or not isinstance(f["meta"], h5py.Group):
         raise ArchiveError(
             f"archive '{path}' is an HDF5 file without a /meta group: not a calib study "
@@ -214,11 +240,13 @@ def _load(f: h5py.File, path: Path, simulator: Any, log: bytes = b"") -> Any:
         raise ArchiveError(f"archive '{path}': /meta configuration is not JSON: {exc}") from None
     if not isinstance(config, dict):
         raise ArchiveError(f"archive '{path}': /meta configuration should be a JSON object")
-    need = ("mode", "parameters", "discrepancy", "noise", "hyperpriors", "labels", "input_names")
-    missing = [k for k in need if k not in config]
+    missing = [k for k in _NEEDED if k not in config]
     if missing:
         raise ArchiveError(f"archive '{path}': /meta configuration lacks {missing}")
-    # ------------------------------------------------------------ campaigns
+    return config
+
+
+def _read_campaigns(f: h5py.File, path: Path) -> list[dict[str, Any]]:
     if "campaigns" not in f:
         raise ArchiveError(f"archive '{path}' has no /campaigns group")
     cg = f["campaigns"]
@@ -231,14 +259,23 @@ def _load(f: h5py.File, path: Path, simulator: Any, log: bytes = b"") -> Any:
         if key not in cg or not isinstance(cg[key], h5py.Group):
             raise ArchiveError(f"archive '{path}': /campaigns has no group for campaign {name!r}")
         g = cg[key]
-        y = _dataset(g, "y", path, None)
-        x = _dataset(g, "x", path, 2) if "x" in g else None
-        noise_sd = _dataset(g, "noise_sd", path, None) if "noise_sd" in g else None
-        try:
-            campaigns.append(Campaign(name, x=x, y=y, noise_sd=noise_sd))
-        except (ValueError, TypeError) as exc:
-            raise ArchiveError(f"archive '{path}': /campaigns/{key} is invalid: {exc}") from None
+        campaigns.append(
+            {
+                "name": name,
+                "group": key,
+                "y": _dataset(g, "y", path, None),
+                "x": _dataset(g, "x", path, 2) if "x" in g else None,
+                "noise_sd": _dataset(g, "noise_sd", path, None) if "noise_sd" in g else None,
+            }
+        )
+    return campaigns
+
+
+def _read_study(f: h5py.File, path: Path, simulator: Any, log: bytes) -> StudyRecord:
+    config = _read_config(f, path)
+    campaigns = _read_campaigns(f, path)
     # ------------------------------------------------------------ the forward model
+    cls = state = names = None
     mode = config["mode"]
     if mode == "emulator":
         if "emulator" not in f or not isinstance(f["emulator"], h5py.Group):
@@ -247,79 +284,27 @@ def _load(f: h5py.File, path: Path, simulator: Any, log: bytes = b"") -> Any:
             )
         cls = _emulator_class(f["emulator"], path)
         state = _read_state(f["emulator"], path)
-        try:
-            model = cls.from_state_dict(state)
-        except Exception as exc:  # noqa: BLE001 - a plug-in's own error on a bad state
-            raise ArchiveError(
-                f"archive '{path}': /emulator cannot be restored by {cls.__name__}."
-                f"from_state_dict: {type(exc).__name__}: {exc}"
-            ) from None
     elif mode == "direct":
         if simulator is None:
-            # reading needs no simulator: a stand-in with the archived names, which says
-            # what to do when a prediction runs it
-            model = _missing_simulator(f, path)
+            # reading needs no simulator: calib.load gives a stand-in these names
+            names = _simulator_names(f, path)
         else:
             _check_simulator(simulator, f, path)
-            model = simulator
     else:
         raise ArchiveError(f"archive '{path}': /meta configuration mode {mode!r} is unknown")
-    # ------------------------------------------------------------ the calibrator
-    try:
-        parameters = [Parameter.from_dict(d) for d in config["parameters"]]
-        d = config["discrepancy"]
-        disc = Discrepancy(
-            d["mode"],
-            kernel=d["kernel"],
-            scale_prior=None if d.get("scale_prior") is None else Prior.from_dict(d["scale_prior"]),
-            lengthscale_prior=None
-            if d.get("lengthscale_prior") is None
-            else Prior.from_dict(d["lengthscale_prior"]),
-        )
-        hyper = {
-            name: {k: Prior.from_dict(v) for k, v in hp.items() if v is not None}
-            for name, hp in config["hyperpriors"].items()
-        }
-        noise_prior = config.get("noise_prior")
-        cal = Calibrator(
-            model,
-            parameters,
-            campaigns,
-            discrepancy=disc,
-            noise=config["noise"],
-            hyperpriors=hyper,
-            noise_prior=None if noise_prior is None else Prior.from_dict(noise_prior),
-            input_names=config["input_names"] if mode == "emulator" else None,
-            output_names=config.get("output_names") if mode == "emulator" else None,
-            output_coords=config.get("output_coords"),
-        )
-    except ArchiveError:
-        raise
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ArchiveError(
-            f"archive '{path}': the stored configuration does not rebuild the calibration: "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
-    if list(cal.model.labels) != list(config["labels"]):
-        raise ArchiveError(
-            f"archive '{path}': the rebuilt calibration has coordinates {cal.model.labels}, "
-            f"the archive {config['labels']}"
-        )
+    # ------------------------------------------------------------ the chain
     cp = _read_chain(f, path, log)[0]
-    if cp.chain.shape[2] != cal.model.n_dim:
-        raise ArchiveError(
-            f"archive '{path}': /chain/chain has {cp.chain.shape[2]} coordinates, the "
-            f"calibration {cal.model.n_dim}"
-        )
     burn = config.get("sample", {}).get("burn", cp.info.get("burn"))
     if burn is not None and not (isinstance(burn, int) and 0 <= burn):
         raise ArchiveError(f"archive '{path}': stored burn {burn!r} is not a count of steps")
-    return posterior_from_chain(
-        cal,
-        cp.chain,
-        cp.log_prob,
-        cp.accepted,
-        burn,
-        cp.stopped_early,
-        {**cp.info, "archive": str(path)},
+    return StudyRecord(
+        path=path,
+        config=config,
+        campaigns=campaigns,
+        emulator_class=cls,
+        emulator_state=state,
+        simulator=names,
+        checkpoint=cp,
+        burn=burn,
+        has_runs="runs" in f,
     )

@@ -1,122 +1,84 @@
-"""The ``/runs`` group: :class:`RunsRecord` in memory, its HDF5 reader and writer,
-:func:`read_runs` (the file merged with its journal) and the crash-safe writer
-:class:`RunArchive` used by :func:`calib.run_design`.
+"""The ``/runs`` group: the runs (:class:`~calib.runset.RunSet`) in the file, their HDF5
+reader and writer, :func:`read_runs` (the file merged with its journal) and the crash-safe
+writer :class:`RunArchive` used by :func:`calib.run_design`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from ..runset import FINISHED, OK, RunSet
 from ._h5 import (
     _STR,
     SCHEMA_VERSION,
-    STATUSES,
     ArchiveError,
     _check_meta,
-    _fsync_dir,
     _open_h5,
     _strs,
     _write_meta,
+    replace_atomically,
 )
-from ._journal import _decode_journal, _encode, _journal_path, _lock_writer, _unlock_writer
+from ._journal import (
+    _append,
+    _decode_journal,
+    _encode,
+    _journal_path,
+    _lock_writer,
+    _unlock_writer,
+)
 
 
-@dataclass
-class RunsRecord:
-    """The ``/runs`` group of an archive, in memory.
+class RunsRecord(RunSet):
+    """A :class:`~calib.runset.RunSet` as :func:`read_runs` returns it.
 
-    Attributes
-    ----------
-    design : ndarray of shape (n, p + q)
-    outputs : ndarray of shape (n, m)
-        NaN where a run is not ``"ok"``.
-    status : ndarray of str, shape (n,)
-    error : ndarray of str, shape (n,)
-    attempts : ndarray of int, shape (n,)
-    elapsed : ndarray of float, shape (n,)
-        Seconds the last attempt took (NaN if none).
-    finished_at : ndarray of float, shape (n,)
-        Unix time of the last attempt's end (NaN if none).
+    The same runs and arrays; two names keep the meaning they have always had in the
+    archive's record: ``outputs`` is every run's row (the ``/runs/outputs`` dataset, NaN
+    where a run is not ``"ok"``; :attr:`RunSet.outputs` has the successful rows only), and
+    ``error`` is :attr:`RunSet.errors` (the ``/runs/error`` dataset).
     """
 
-    input_names: tuple[str, ...]
-    parameter_names: tuple[str, ...]
-    output_names: tuple[str, ...]
-    design: np.ndarray
-    outputs: np.ndarray
-    status: np.ndarray
-    error: np.ndarray
-    attempts: np.ndarray
-    elapsed: np.ndarray
-    finished_at: np.ndarray
-    fingerprint: str
-    method: str = "array"
-    seed: int | None = None
-    simulator: str = ""
+    @property
+    def outputs(self) -> np.ndarray:
+        """Outputs of every run, shape ``(n, m)`` (:attr:`all_outputs`)."""
+        return self.all_outputs
 
-    @classmethod
-    def new(
-        cls,
-        input_names: tuple[str, ...],
-        parameter_names: tuple[str, ...],
-        output_names: tuple[str, ...],
-        design: np.ndarray,
-        fingerprint: str,
-        method: str = "array",
-        seed: int | None = None,
-        simulator: str = "",
-    ) -> RunsRecord:
-        n, m = design.shape[0], len(output_names)
-        return cls(
-            tuple(input_names),
-            tuple(parameter_names),
-            tuple(output_names),
-            np.array(design, dtype=float),
-            np.full((n, m), np.nan),
-            np.array(["pending"] * n, dtype=object),
-            np.array([""] * n, dtype=object),
-            np.zeros(n, dtype=np.int32),
-            np.full(n, np.nan),
-            np.full(n, np.nan),
-            fingerprint,
-            method,
-            seed,
-            simulator,
-        )
-
-    def apply(self, rec: dict[str, Any]) -> None:
-        """Apply one journal record, unless the stored result is newer."""
-        i = int(rec["i"])
-        if not 0 <= i < self.design.shape[0]:
-            raise ArchiveError(f"journal record for run {i} but the design has {len(self.design)}")
-        t = float(rec["t"])
-        if math.isfinite(self.finished_at[i]) and self.finished_at[i] > t:
-            return
-        m = self.outputs.shape[1]
-        y = rec.get("y")
-        if rec["status"] == "ok":
-            if y is None or len(y) != m:
-                raise ArchiveError(f"journal record for run {i} has {y!r} outputs, expected {m}")
-            self.outputs[i] = np.asarray(y, dtype=float)
-        else:
-            self.outputs[i] = np.nan
-        self.status[i] = str(rec["status"])
-        self.error[i] = str(rec.get("error", ""))
-        self.attempts[i] = int(rec.get("attempts", 1))
-        self.elapsed[i] = float(rec.get("elapsed", math.nan))
-        self.finished_at[i] = t
+    @property
+    def error(self) -> np.ndarray:
+        """Error text of each run (:attr:`errors`)."""
+        return self.errors
 
 
-def _write_runs(f: h5py.File, r: RunsRecord) -> None:
+def _apply(runs: RunSet, rec: dict[str, Any]) -> None:
+    """Apply one journal record to ``runs``, unless the result it holds is newer."""
+    i = int(rec["i"])
+    n, m = runs.all_outputs.shape
+    if not 0 <= i < n:
+        raise ArchiveError(f"journal record for run {i} but the design has {n}")
+    t = float(rec["t"])
+    if math.isfinite(runs.finished_at[i]) and runs.finished_at[i] > t:
+        return
+    y = rec.get("y")
+    if rec["status"] == OK and (y is None or len(y) != m):
+        raise ArchiveError(f"journal record for run {i} has {y!r} outputs, expected {m}")
+    runs._record(
+        i,
+        str(rec["status"]),
+        y,
+        str(rec.get("error", "")),
+        float(rec.get("elapsed", math.nan)),
+        int(rec.get("attempts", 1)),
+        t,
+    )
+
+
+def _write_runs(f: h5py.File, r: RunSet) -> None:
     if "runs" in f:
         del f["runs"]
     g = f.create_group("runs")
@@ -129,21 +91,21 @@ def _write_runs(f: h5py.File, r: RunsRecord) -> None:
     g.attrs["parameter_names"] = np.array(r.parameter_names, dtype=_STR)
     g.attrs["output_names"] = np.array(r.output_names, dtype=_STR)
     g.create_dataset("design", data=r.design.astype("<f8"))
-    g.create_dataset("outputs", data=r.outputs.astype("<f8"))
+    g.create_dataset("outputs", data=r.all_outputs.astype("<f8"))
     g.create_dataset("status", data=np.array(_strs(r.status), dtype=_STR))
-    g.create_dataset("error", data=np.array(_strs(r.error), dtype=_STR))
+    g.create_dataset("error", data=np.array(_strs(r.errors), dtype=_STR))
     g.create_dataset("attempts", data=r.attempts.astype("<i4"))
     g.create_dataset("elapsed", data=r.elapsed.astype("<f8"))
     g.create_dataset("finished_at", data=r.finished_at.astype("<f8"))
 
 
-def _read_runs_group(f: h5py.File, path: Path) -> RunsRecord | None:
+def _read_runs_group(f: h5py.File, path: Path, cls: type[RunSet] = RunSet) -> RunSet | None:
     if "runs" not in f:
         return None
     g = f["runs"]
     try:
         a = g.attrs
-        return RunsRecord(
+        return cls(
             tuple(_strs(a["input_names"])),
             tuple(_strs(a["parameter_names"])),
             tuple(_strs(a["output_names"])),
@@ -182,13 +144,13 @@ def read_runs(path: str | os.PathLike) -> RunsRecord:
         raise ArchiveError(f"archive: no such file '{path}'")
     with _open_h5(path) as f:
         _check_meta(f, path)
-        runs = _read_runs_group(f, path)
+        runs = _read_runs_group(f, path, RunsRecord)
     if runs is None:
         raise ArchiveError(f"archive '{path}' has no /runs group (no design was run into it)")
     header, records = _decode_journal(data, jpath)
     if header is not None and header.get("design") == runs.fingerprint:
         for rec in records:
-            runs.apply(rec)
+            _apply(runs, rec)
     return runs
 
 
@@ -222,16 +184,16 @@ class RunArchive:
         if fold_every is not None and not fold_every > 0:
             raise ValueError(f"fold_every: expected seconds > 0 or None, got {fold_every!r}")
         self.fold_every = fold_every
-        self.runs: RunsRecord | None = None
+        self.runs: RunSet | None = None
         self._fd: int | None = None
         self._pending = 0
         self._last_fold = 0.0
 
     # -- lifecycle -------------------------------------------------------------
-    def open(self, runs: RunsRecord) -> RunsRecord:
+    def open(self, runs: RunSet) -> RunSet:
         """Open for ``runs``' design: create the file, or check and resume it.
 
-        Returns the stored state (the given one for a new archive).
+        Returns the stored state (the given one for a new archive), of ``runs``' class.
 
         Raises
         ------
@@ -245,7 +207,7 @@ class RunArchive:
             if self.path.exists():
                 with _open_h5(self.path) as f:
                     _check_meta(f, self.path)
-                    stored = _read_runs_group(f, self.path)
+                    stored = _read_runs_group(f, self.path, type(runs))
             if stored is None:
                 self.runs = runs
             else:
@@ -254,7 +216,7 @@ class RunArchive:
                 header, records = _decode_journal(self._read_journal(), self.journal_path)
                 if header is not None and header.get("design") == stored.fingerprint:
                     for rec in records:
-                        stored.apply(rec)
+                        _apply(stored, rec)
             # a fresh, complete file and an empty journal before any run starts
             self.fold(force=True)
         except BaseException:
@@ -263,7 +225,7 @@ class RunArchive:
         return self.runs
 
     @staticmethod
-    def _check_same(stored: RunsRecord, new: RunsRecord) -> None:
+    def _check_same(stored: RunSet, new: RunSet) -> None:
         cols_s = stored.input_names + stored.parameter_names
         cols_n = new.input_names + new.parameter_names
         if cols_s != cols_n or len(stored.input_names) != len(new.input_names):
@@ -312,12 +274,7 @@ class RunArchive:
     # -- writing ---------------------------------------------------------------
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        if self.fsync:
-            os.fsync(self._fd)
+        _append(self._fd, data, self.fsync)
 
     def record(
         self,
@@ -329,11 +286,12 @@ class RunArchive:
         attempts: int,
         finished_at: float,
     ) -> None:
-        """Journal the outcome of one run (durable when this returns)."""
+        """Journal the outcome of one run (durable when this returns), then set it in
+        :attr:`runs`."""
         if self._fd is None or self.runs is None:
             raise ArchiveError(f"archive '{self.path}' is not open for writing")
-        if status not in STATUSES[1:]:
-            raise ValueError(f"status: expected one of {STATUSES[1:]}, got {status!r}")
+        if status not in FINISHED:
+            raise ValueError(f"status: expected one of {FINISHED}, got {status!r}")
         rec = {
             "i": int(index),
             "status": status,
@@ -344,7 +302,7 @@ class RunArchive:
             "t": float(finished_at),
         }
         self._write(_encode(rec))
-        self.runs.apply(rec)
+        _apply(self.runs, rec)
         self._pending += 1
         if self.fold_every is not None and finished_at - self._last_fold >= self.fold_every:
             self.fold()
@@ -355,10 +313,9 @@ class RunArchive:
             raise ArchiveError(f"archive '{self.path}' is not open for writing")
         if not (force or self._pending):
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()  # left by a kill during an earlier fold
-        with h5py.File(tmp, "w") as dst:
+        runs = self.runs
+
+        def build(dst: h5py.File) -> None:
             if self.path.exists():
                 # carry over everything this writer does not own, as it is
                 with _open_h5(self.path) as src:
@@ -368,14 +325,9 @@ class RunArchive:
                         if name != "runs":
                             src.copy(src[name], dst, name=name)
             _write_meta(dst)
-            _write_runs(dst, self.runs)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+            _write_runs(dst, runs)
+
+        replace_atomically(self.path, build)
         # only now is the journal redundant; a kill before this line replays it harmlessly
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)

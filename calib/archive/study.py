@@ -1,20 +1,21 @@
 """The study: ``/meta`` (provenance and configuration), ``/simulator``, ``/emulator``,
 ``/campaigns``, ``/chain`` and ``/posterior``, written by ``Calibrator.sample(archive=...)``
-through :class:`StudyWriter` and read back by :func:`calib.archive.load`.
+through :class:`StudyWriter` and read back by :func:`calib.archive.read_study` (which
+:func:`calib.load` turns back into a posterior).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
 
+from ..checkpoint import Checkpoint
 from ._h5 import (
     _STR,
     ArchiveError,
@@ -25,6 +26,7 @@ from ._h5 import (
     _now_iso,
     _open_h5,
     _write_meta,
+    replace_atomically,
 )
 from ._journal import (
     _chainlog_bytes,
@@ -35,16 +37,8 @@ from ._journal import (
 )
 from .chain import _read_chain, _write_chain
 
-if TYPE_CHECKING:
-    from ..sampling import Checkpoint
-
-
 #: The groups a study writer owns; every other group (``/runs``) is carried over unchanged.
 _STUDY_GROUPS = ("simulator", "emulator", "campaigns", "chain", "posterior")
-
-
-def _prior_dict(prior: Any) -> dict[str, Any] | None:
-    return None if prior is None else prior.to_dict()
 
 
 def _emulator_plugin(obj: Any) -> str | None:
@@ -57,37 +51,6 @@ def _emulator_plugin(obj: Any) -> str | None:
         if value in (target, short):
             return name
     return None
-
-
-def configuration(calibrator: Any, sample: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The calibration problem as plain JSON-able data (what ``/meta/configuration`` holds).
-
-    The campaigns' arrays are in ``/campaigns``; the configuration lists their names only.
-    """
-    from ..interfaces import is_emulator
-
-    model = calibrator.model
-    hyper = {
-        name: {k: _prior_dict(v) for k, v in hp.items()}
-        for name, hp in getattr(model, "hyperpriors", {}).items()
-    }
-    coords = getattr(model, "output_coords", None)
-    return {
-        "mode": "emulator" if is_emulator(calibrator.model_object) else "direct",
-        "parameters": [p.to_dict() for p in calibrator.parameters],
-        "campaigns": [c.name for c in calibrator.campaigns],
-        "discrepancy": calibrator.discrepancy.to_dict(),
-        "noise": calibrator.noise,
-        "hyperpriors": hyper,
-        "noise_prior": _prior_dict(getattr(model, "noise_prior", None))
-        if calibrator.noise in ("shared", "per_campaign")
-        else None,
-        "input_names": list(calibrator.input_names),
-        "output_names": list(calibrator.output_names),
-        "output_coords": None if coords is None else np.asarray(coords).tolist(),
-        "labels": list(model.labels),
-        "sample": dict(sample or {}),
-    }
 
 
 def _simulator_identity(obj: Any) -> dict[str, Any]:
@@ -107,7 +70,8 @@ def _group_name(name: str) -> str:
 
 
 class StudyWriter:
-    """Writer of a calibration into an archive: checkpoints of the chain, then summaries.
+    """Writer of a calibration into an archive: checkpoints of the chain (handed over by the
+    sampler's :class:`~calib.archive.chain.ChainBackend`), then summaries.
 
     A checkpoint either appends the new steps to the chain journal
     (``<archive>.chainlog``, one CRC-checked record, fsync-ed) or, at doubling chain
@@ -122,7 +86,9 @@ class StudyWriter:
     path : str or path-like
     calibrator : Calibrator
     sample : dict
-        The sampling settings, stored in the configuration.
+        The sampling settings, stored in the configuration (``/meta/configuration`` is
+        ``calibrator.to_config(sample)``: the archive stores the description the calibrator
+        gives of itself and never builds one).
     fsync : bool
         ``fsync`` the new file and the directory at every checkpoint (survives power cuts).
     """
@@ -136,7 +102,7 @@ class StudyWriter:
         self.calibrator = calibrator
         self.sample = dict(sample)
         self.fsync = bool(fsync)
-        self.config = configuration(calibrator, sample)
+        self.config = calibrator.to_config(sample)
         obj = calibrator.model_object
         self.emulator_state = None
         if is_emulator(obj):
@@ -159,7 +125,7 @@ class StudyWriter:
         self.full_writes = 0  # complete rewrites of the file by this writer (tests, benchmark)
 
     # -- lifecycle -------------------------------------------------------------
-    def open(self, resume: bool) -> Any:
+    def open(self, resume: bool) -> Checkpoint | None:
         """Lock the archive and return its stored checkpoint (``None`` if it has none).
 
         Raises
@@ -202,7 +168,7 @@ class StudyWriter:
             raise
         return stored
 
-    def _check_compatible(self, cp: Any) -> None:
+    def _check_compatible(self, cp: Checkpoint) -> None:
         labels = list(self.calibrator.model.labels)
         stored = cp.info.get("labels")
         if stored is not None and list(stored) != labels:
@@ -212,6 +178,8 @@ class StudyWriter:
             )
         for key in ("n_walkers", "seed"):
             a, b = cp.info.get(key), self.sample.get(key)
+            if key == "n_walkers" and b is None:
+                continue  # resume with the archived walkers
             if key in cp.info and a != b:
                 raise ArchiveError(
                     f"archive '{self.path}': its chain was sampled with {key}={a!r}, "
@@ -236,7 +204,7 @@ class StudyWriter:
         self.close()
 
     # -- writing ---------------------------------------------------------------
-    def checkpoint(self, cp: Any, posterior: Any = None) -> None:
+    def checkpoint(self, cp: Checkpoint, posterior: Any = None) -> None:
         """Record the chain of ``cp`` (and the summaries of ``posterior``) durably.
 
         The steps not yet recorded are appended to the chain journal, unless the journal
@@ -268,7 +236,7 @@ class StudyWriter:
             or n - self._folded >= self._folded
         )
 
-    def _append(self, cp: Any) -> None:
+    def _append(self, cp: Checkpoint) -> None:
         record = _encode_chain_record(cp, self._held)
         if self._log_fd is None:
             try:
@@ -294,19 +262,15 @@ class StudyWriter:
             raise self._write_error(cp, self.log_path, exc) from exc
         self._held = cp.n_steps
 
-    def _write_error(self, cp: Any, target: Path, exc: OSError) -> ArchiveError:
+    def _write_error(self, cp: Checkpoint, target: Path, exc: OSError) -> ArchiveError:
         return ArchiveError(
             f"archive '{self.path}': the checkpoint at step {cp.n_steps} could not be "
             f"written to '{target}' ({exc}); is the disk full? The previous checkpoint in "
             f"'{self.path}' is intact"
         )
 
-    def _rewrite(self, cp: Any, posterior: Any) -> None:
-        # the new file is built in memory and written with plain os.write: HDF5 itself
-        # never meets a failing write (it can crash the process on one), and a full disk
-        # is an OSError before anything replaces the archive
-        buf = io.BytesIO()
-        with h5py.File(buf, "w") as dst:
+    def _rewrite(self, cp: Checkpoint, posterior: Any) -> None:
+        def build(dst: h5py.File) -> None:
             if self.path.exists():
                 with _open_h5(self.path) as src:
                     for name in src:
@@ -316,24 +280,15 @@ class StudyWriter:
             _write_chain(dst, cp, self.config)
             if posterior is not None:
                 _write_posterior(dst, posterior)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = buf.getbuffer()
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise self._write_error(cp, self.path, exc) from exc
-        if self.fsync:
-            _fsync_dir(self.path.parent)
+
+        # built in memory and written with plain os.write (replace_atomically): HDF5 never
+        # meets a failing write, and a full disk is an OSError before anything is replaced
+        replace_atomically(
+            self.path,
+            build,
+            fsync=self.fsync,
+            error=lambda exc: self._write_error(cp, self.path, exc),
+        )
         # only now is the chain journal redundant; a kill before the unlink leaves records
         # whose steps the file holds, which every reader skips
         self._close_log()

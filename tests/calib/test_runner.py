@@ -242,7 +242,7 @@ def test_watch_parent_ends_a_worker_whose_parent_is_killed():
     # (not Linux): a middle process starts a watching child, then is SIGKILLed
     root = Path(__file__).resolve().parents[2]
     child = (
-        "import os, time; from calib.runner import _watch_parent; "
+        "import os, time; from calib.executors import _watch_parent; "
         "_watch_parent(os.getppid(), 0.02); print('watching', flush=True); time.sleep(60)"
     )
     middle = (

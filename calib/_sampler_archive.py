@@ -1,5 +1,9 @@
-"""Sampling into an archive: :func:`sample_into` runs the sampler with a
-:class:`StudyWriter` checkpointing its chain, and resumes from a stored chain.
+"""The sampler driven into a study archive (``Calibrator.sample(archive=...)``): the archive
+is opened for writing, its stored chain checked against the request and resumed, and the
+sampler writes through a :class:`~calib.archive.chain.ChainBackend` on it.
+
+This lives on the sampling side so that the archive package never imports the sampler: the
+archive stores and reads checkpoints, the sampler makes them.
 """
 
 from __future__ import annotations
@@ -9,8 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from ._h5 import ArchiveError
-from .study import StudyWriter
+from ._sampler_posterior import posterior_from_chain
+from .archive import ArchiveError, StudyWriter
+from .archive.chain import ChainBackend
+from .checkpoint import Checkpoint
+from .sampling import run_sampler
 
 
 def sample_into(
@@ -27,10 +34,6 @@ def sample_into(
     **options: Any,
 ) -> Any:
     """:meth:`Calibrator.sample` with ``archive=path`` (see its docstring)."""
-    from dataclasses import replace
-
-    from ..sampling import posterior_from_chain, run_sampler
-
     if not isinstance(resume, bool):
         raise TypeError(f"resume must be True or False, got {resume!r}")
     sample = {
@@ -67,42 +70,31 @@ def sample_into(
                     stored.stopped_early and n == s,
                     {**stored.info, "n_steps_budget": int(n_steps), "archive": str(writer.path)},
                 )
+        # what every checkpoint stores beside the sampler's own settings
         extra = {
             "n_walkers": n_walkers,
             "labels": list(calibrator.model.labels),
             "burn": options.get("burn"),
         }
-        last: list[Any] = []
-
-        def checkpoint(cp: Any) -> None:
-            cp = replace(
-                cp, info={**cp.info, **{k: v for k, v in extra.items() if k not in cp.info}}
-            )
-            if cp.info.get("n_walkers") is None:
-                cp.info["n_walkers"] = int(cp.chain.shape[1])
-            last[:] = [cp]
-            if not (cp.stopped_early or cp.n_steps >= n_steps):
-                writer.checkpoint(cp)  # the last one is written below, with the summaries
-
+        backend = ChainBackend(writer, every=checkpoint_every, extra=extra)
         post = run_sampler(
             calibrator,
             n_walkers=n_walkers,
             n_steps=n_steps,
             seed=seed,
             progress=progress,
-            checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every,
+            backend=backend,
             resume=stored,
             **options,
         )
-        if last:
-            writer.checkpoint(last[0], posterior=post)
+        # the last checkpoint was held back: it is written with the summaries
+        backend.finish(post)
         post.info["archive"] = str(writer.path)
         post.info.setdefault("n_walkers", post.n_walkers)
         return post
 
 
-def _accepted_at(cp: Any, n: int) -> np.ndarray:
+def _accepted_at(cp: Checkpoint, n: int) -> np.ndarray:
     """Acceptance counts after ``n`` steps; only the final counts are stored, so a shorter
     prefix gets them rescaled (used for the acceptance fraction only)."""
     if n == cp.n_steps:
