@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,dask,arviz]"
 	touch $(STAMP)
 
+# the beam study (examples/beam/): field data from a fixed seed, then design, runs, emulator,
+# calibration and archive; a second `make demo` resumes from examples/beam/beam.h5
 demo: install
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python examples/beam/make_data.py
+	$(BIN)/calib run examples/beam/study.toml
 
 # the suite without the long statistical tests (under 15 minutes on 2 cores)
 test: install

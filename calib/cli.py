@@ -1,9 +1,9 @@
-"""The ``calib`` command: read a study archive without Python.
+"""The ``calib`` command: run a study file, read a study archive without Python.
 
-``calib summary FILE``, ``calib info FILE``, ``calib predict FILE --x CSV`` and
-``calib plugins`` (docs/cli.md). Exit status: 0 ok, 1 error (one line on stderr; the
-traceback only with ``--debug``), 2 usage, 3 the posterior has not converged
-(``summary``). ``calib run study.toml`` (the study file) is not there yet (issue 12).
+``calib run STUDY.toml`` (the whole pipeline, docs/study.md), ``calib summary FILE``,
+``calib info FILE``, ``calib predict FILE --x CSV`` and ``calib plugins`` (docs/cli.md).
+Exit status: 0 ok, 1 error (one line on stderr; the traceback only with ``--debug``),
+2 usage, 3 the posterior has not converged (``run``, ``summary``).
 """
 
 from __future__ import annotations
@@ -25,11 +25,18 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_CONVERGED = 0, 1, 2, 3
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="calib",
-        description="Bayesian calibration of computer simulators: read a study archive.",
-        epilog="Exit status: 0 ok, 1 error, 2 usage, 3 not converged (summary).",
+        description="Bayesian calibration of computer simulators: run a study file, read "
+        "a study archive.",
+        epilog="Exit status: 0 ok, 1 error, 2 usage, 3 not converged (run, summary).",
     )
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    r = sub.add_parser(
+        "run", help="run a study file: design, runs, emulator, calibration, archive (resumes)"
+    )
+    r.add_argument("study", type=Path, help="the study file (TOML, docs/study.md)")
+    r.add_argument("--check", action="store_true", help="check the study file, run nothing")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage lines")
     s = sub.add_parser("summary", help="the posterior table and the convergence verdict")
     s.add_argument("archive", type=Path)
     s.add_argument("--json", action="store_true", help="the table as JSON on stdout")
@@ -60,6 +67,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"calib {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _run(args) -> int:
+    from .study import read_study, report, run_study, shown
+
+    study = read_study(args.study)  # every key checked before anything runs
+    if args.check:
+        mode = "emulator" if study.emulator else "direct"
+        print(f"{args.study}: ok ({mode} mode; archive '{shown(study.archive)}')")
+        return EXIT_OK
+    if args.quiet:
+        post = run_study(study, progress=False)
+    else:
+        post = run_study(study, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(report(study, post))
+    return EXIT_OK if post.converged else EXIT_NOT_CONVERGED
 
 
 def _verdict(post) -> str:
@@ -108,6 +131,8 @@ def _info(args) -> int:
             f"δ          {config.get('discrepancy', {}).get('mode', 'none')}; noise "
             f"{config.get('noise')}",
         ]
+        if config.get("study"):  # built from a study file (calib run)
+            lines.append(f"study      {config['study'].get('file')}")
     if "runs" in d:
         runs = d["runs"]
         counts = ", ".join(f"{n} {s}" for s, n in runs.items())
@@ -187,7 +212,13 @@ def _plain(obj: Any) -> Any:
     raise TypeError(type(obj).__name__)
 
 
-_COMMANDS = {"summary": _summary, "info": _info, "predict": _predict, "plugins": _plugins}
+_COMMANDS = {
+    "run": _run,
+    "summary": _summary,
+    "info": _info,
+    "predict": _predict,
+    "plugins": _plugins,
+}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -139,3 +140,83 @@ def test_info_counts_the_runs_by_status(tmp_path):
     run_design(sim, d, archive=tmp_path / "r.h5", progress=False)
     r = _calib("info", str(tmp_path / "r.h5"))
     assert r.returncode == 0 and "runs       6: 6 ok" in r.stdout and "chain" not in r.stdout
+
+
+# ---------------------------------------------------------------------- calib run
+STUDIES = Path(__file__).resolve().parent / "data" / "studies"
+
+
+@pytest.fixture
+def studies(tmp_path):
+    """A copy of the tiny studies (an archive is written beside its study)."""
+    folder = tmp_path / "studies"
+    shutil.copytree(STUDIES, folder, ignore=shutil.ignore_patterns("__pycache__", "*.h5*"))
+    return folder
+
+
+def test_help_lists_run():
+    r = _calib("--help")
+    assert r.returncode == 0 and "run" in r.stdout and "study file" in r.stdout
+
+
+def test_run_a_study_then_resume_it(studies):
+    r = _calib("run", "line.toml", cwd=studies)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^k +0\.8\d* .* 0\.85 +yes$", r.stdout, re.M), r.stdout
+    assert "converged: R̂ max" in r.stdout and r.stdout.rstrip().endswith("archive: line.h5")
+    assert "sampling: 1 coordinates, 2 campaigns (direct mode)" in r.stderr
+    first = r.stdout
+    r = _calib("run", "--quiet", "line.toml", cwd=studies)  # the archive holds it all
+    assert r.returncode == 0 and r.stdout == first and r.stderr == ""
+    r = _calib("summary", "line.h5", cwd=studies)
+    assert r.returncode == 0 and "k " in r.stdout
+
+
+def test_run_check_runs_nothing(studies):
+    r = _calib("run", "--check", "line_emulated.toml", cwd=studies)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "line_emulated.toml: ok (emulator mode; archive 'line_emulated.h5')\n"
+    assert not list(studies.glob("*.h5"))
+
+
+def test_run_a_broken_study_is_one_line(studies):
+    path = studies / "line.toml"
+    path.write_text(path.read_text().replace('data = "b.csv"', 'data = "b2.csv"'))
+    r = _calib("run", "line.toml", cwd=studies)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr == "calib run: error: campaigns[1].data: file 'b2.csv' not found\n"
+    r = _calib("--debug", "run", "line.toml", cwd=studies)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "StudyError" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("run",), "the following arguments are required: study"),
+        (("run", "--budget", "3", "line.toml"), "unrecognized arguments: --budget"),
+    ],
+)
+def test_run_usage_errors_exit_2(args, message, studies):
+    r = _calib(*args, cwd=studies)
+    assert r.returncode == 2 and message in r.stderr and "usage: calib" in r.stderr
+
+
+def test_run_out_of_budget_exits_3(studies):
+    path = studies / "line.toml"
+    path.write_text(path.read_text().replace("seed = 1", "seed = 1\nn_steps = 12\nwarmup = 6"))
+    r = _calib("run", "line.toml", cwd=studies)
+    assert r.returncode == 3, r.stderr
+    assert "NOT converged" in r.stdout and "raise sampler.n_steps" in r.stdout
+
+
+@pytest.mark.parametrize("doc", ["cli.md", "study.md"])
+def test_the_commands_in_the_docs_parse(doc):
+    """Every `$ calib ...` line of the documentation is a valid command line."""
+    from calib.cli import _COMMANDS, _parser
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text()
+    lines = re.findall(r"^\$ calib (.*?)(?:\s+#.*)?$", text, re.M)
+    assert lines
+    for line in lines:
+        args = _parser().parse_args(line.split())
+        assert args.command in _COMMANDS
