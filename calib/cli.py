@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="the posterior table and the convergence verdict")
     s.add_argument("archive", type=Path)
     s.add_argument("--json", action="store_true", help="the table as JSON on stdout")
+    s.add_argument(
+        "--level", type=float, default=0.9, help="central probability of the interval (0.9)"
+    )
     i = sub.add_parser("info", help="what the archive holds (no simulator needed)")
     i.add_argument("archive", type=Path)
     p = sub.add_parser("predict", help="predictions of reality at control inputs from a CSV")
@@ -100,10 +103,11 @@ def _summary(args) -> int:
 
     post = calib.load(args.archive)
     if args.json:
-        out = {"summary": post.summary().to_dict(), "converged": bool(post.converged)}
+        table = post.summary(level=args.level).to_dict()
+        out = {"summary": table, "converged": bool(post.converged)}
         print(json.dumps(out, indent=1, default=_plain))
     else:
-        print(post.summary())
+        print(post.summary(level=args.level))
         print(_verdict(post))
     return EXIT_OK if post.converged else EXIT_NOT_CONVERGED
 

@@ -10,6 +10,7 @@ import torch
 
 from . import diagnostics
 from ._threads import torch_threads
+from ._validation import check_number
 from .blocks import PartialPooling
 from .export import Exports
 from .likelihood import DTYPE
@@ -31,19 +32,27 @@ class ConvergenceWarning(UserWarning):
     message names the worst quantities, their R̂ and ESS, and what to try."""
 
 
+def _interval_names(level: float) -> tuple[str, str]:
+    """The row keys of the interval's ends at ``level``: ``("q5", "q95")`` at 0.9."""
+    return f"q{50 * (1 - level):g}", f"q{50 * (1 + level):g}"
+
+
 class Summary:
     """A table of posterior summaries: one row per quantity.
 
-    Columns: mean, sd, q5, q50, q95; ``mcse`` (Monte Carlo standard error of the mean),
-    ``ess`` (bulk ESS), ``ess_tail``, ``rhat`` (rank-normalized split-R̂; Vehtari et al.
-    2021) and ``ok`` (this quantity meets the convergence targets). ``str(summary)`` is the
+    Columns: mean, sd, the equal-tailed interval's ends at ``level`` (``q5`` and ``q95``
+    at the default 0.9; ``q2.5`` and ``q97.5`` at 0.95) around ``q50``; ``mcse`` (Monte Carlo
+    standard error of the mean), ``ess`` (bulk ESS), ``ess_tail``, ``rhat``
+    (rank-normalized split-R̂; Vehtari et al. 2021) and ``ok`` (this quantity meets the
+    convergence targets). Every row also keeps ``q5`` and ``q95``. ``str(summary)`` is the
     formatted table; ``summary.rows`` is a list of dicts; ``summary[name]`` one row.
     """
 
-    columns = ("mean", "sd", "q5", "q50", "q95", "mcse", "ess", "ess_tail", "rhat", "ok")
-
-    def __init__(self, rows: list[dict[str, Any]]):
+    def __init__(self, rows: list[dict[str, Any]], level: float = 0.9):
         self.rows = rows
+        self.level = level
+        lo, hi = _interval_names(level)
+        self.columns = ("mean", "sd", lo, "q50", hi, "mcse", "ess", "ess_tail", "rhat", "ok")
 
     def __getitem__(self, name: str) -> dict[str, Any]:
         for r in self.rows:
@@ -197,20 +206,28 @@ class Posterior(Predictions, Exports):
         return self._all_quantities()[self._key(name, campaign)].reshape(-1)
 
     # ------------------------------------------------------------------ summaries
-    def summary(self) -> Summary:
-        """Mean, sd, 5/50/95 % quantiles, MCSE of the mean, bulk and tail ESS, rank-normalized
-        split-R̂, and whether each quantity meets the convergence targets.
+    def summary(self, level: float = 0.9) -> Summary:
+        """Mean, sd, the median and the equal-tailed ``level`` interval (5 % and 95 % by
+        default), MCSE of the mean, bulk and tail ESS, rank-normalized split-R̂, and whether
+        each quantity meets the convergence targets.
 
         A partially pooled parameter ``E`` also has two rows in its own units (``E.mean`` and
         ``E.scale`` act on the unconstrained scale u = g(E)): ``E.typical``, the population's
         median g⁻¹(μ), and ``E.new``, a new campaign's value g⁻¹(μ + τ z), z ~ N(0, 1), whose
         q5–q95 is the 90 % interval of campaign values the population implies. These are
-        functions of the quantities above (they are not part of the verdict)."""
-        rows = self._rows(self._compute_quantities(), self._diagnose())
+        functions of the quantities above (they are not part of the verdict).
+
+        Parameters
+        ----------
+        level : float
+            Central probability of the interval columns, in (0, 1).
+        """
+        level = check_number(level, "level", 0, 1)
+        rows = self._rows(self._compute_quantities(), self._diagnose(), level)
         pop = self._population_quantities()
         if pop:
-            rows += self._rows(pop, self._diagnose_quantities(pop))
-        return Summary(rows)
+            rows += self._rows(pop, self._diagnose_quantities(pop), level)
+        return Summary(rows, level)
 
     def _population_quantities(self) -> dict[str, np.ndarray]:
         """``E.typical`` and ``E.new`` (in E's units) of every partially pooled parameter."""
@@ -240,29 +257,36 @@ class Posterior(Predictions, Exports):
         return out
 
     @staticmethod
-    def _rows(quantities: dict[str, np.ndarray], diag: dict[str, dict[str, Any]]) -> list[dict]:
+    def _rows(
+        quantities: dict[str, np.ndarray], diag: dict[str, dict[str, Any]], level: float = 0.9
+    ) -> list[dict]:
         rows = []
+        lo_name, hi_name = _interval_names(level)
         for name, x in quantities.items():
             flat = x.reshape(-1)
-            q5, q50, q95 = np.quantile(flat, [0.05, 0.5, 0.95])
-            d = diag[name]
-            rows.append(
-                {
-                    "name": name,
-                    "mean": float(flat.mean()),
-                    "sd": float(flat.std(ddof=1)),
-                    "q5": float(q5),
-                    "q50": float(q50),
-                    "q95": float(q95),
-                    "mcse": d["mcse_mean"],
-                    "ess": d["ess_bulk"],
-                    "ess_tail": d["ess_tail"],
-                    "rhat": d["rhat"],
-                    "ok": d["ok"],
-                    "mcse_q5": d["mcse_q5"],
-                    "mcse_q95": d["mcse_q95"],
-                }
+            q5, q50, q95, lo, hi = np.quantile(
+                flat, [0.05, 0.5, 0.95, (1 - level) / 2, (1 + level) / 2]
             )
+            d = diag[name]
+            row = {
+                "name": name,
+                "mean": float(flat.mean()),
+                "sd": float(flat.std(ddof=1)),
+                "q5": float(q5),
+                "q50": float(q50),
+                "q95": float(q95),
+                "mcse": d["mcse_mean"],
+                "ess": d["ess_bulk"],
+                "ess_tail": d["ess_tail"],
+                "rhat": d["rhat"],
+                "ok": d["ok"],
+                "mcse_q5": d["mcse_q5"],
+                "mcse_q95": d["mcse_q95"],
+            }
+            # the level's ends (q5 and q95 themselves at the default 0.9)
+            row.setdefault(lo_name, float(lo))
+            row.setdefault(hi_name, float(hi))
+            rows.append(row)
         return rows
 
     @property

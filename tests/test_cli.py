@@ -76,6 +76,14 @@ def test_summary_exit_status_is_the_verdict(unconverged, converged):
     assert out["converged"] is True and 0.6 < out["summary"]["k"]["mean"] < 1.0
 
 
+def test_summary_level_sets_the_interval(unconverged):
+    r = _calib("summary", "--json", "--level", "0.5", str(unconverged))
+    row = json.loads(r.stdout)["summary"]["k.typical"]
+    assert r.returncode == 3 and row["q25"] <= row["q50"] <= row["q75"]
+    r = _calib("summary", "--level", "1.5", str(unconverged))
+    assert r.returncode == 1 and "level: expected a number in (0, 1), got 1.5" in r.stderr
+
+
 def test_info_needs_no_simulator(unconverged):
     r = _calib("info", str(unconverged))
     assert r.returncode == 0
