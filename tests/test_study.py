@@ -329,3 +329,66 @@ def test_the_demo_converges_and_covers_the_truth(tmp_path):
     assert post.converged
     out = report(study, post)
     assert out.count(" yes\n") == 3, out
+
+
+# ---------------------------------------------------------------------- the network example
+NETWORK = ROOT / "examples" / "reaction_network"
+
+
+def _network_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("network_data", NETWORK / "make_data.py")
+    make_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_data)
+    return make_data
+
+
+def test_the_network_truth_is_make_datas():
+    make_data = _network_module()
+    content = tomllib.loads((NETWORK / "study.toml").read_text())
+    truth = {f"k1[{k}]": v for k, v in make_data.TRUE_K1.items()}
+    truth["k2"] = make_data.TRUE_K2
+    assert content["outputs"]["truth"] == truth
+    assert repr(make_data.network()) == repr(read_study(NETWORK / "study.toml").simulator)
+    for c in content["campaigns"]:
+        assert c["noise_sd"] == make_data.NOISE_SD
+
+
+def _network_in(folder: Path, text: str) -> Path:
+    _network_module().write(folder)
+    path = folder / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_network_example_predicts_an_unseen_experiment(tmp_path):
+    """examples/reaction_network end to end on a small budget, then the prediction of a
+    new preparation's time course at new_experiment.csv's initial concentrations."""
+    text = (NETWORK / "study.toml").read_text()
+    for old, new in [
+        ("n = 80", "n = 20"),
+        ("n_steps = 1000", "n_steps = 12\nwarmup = 6\nn_walkers = 8\nn_starts = 2"),
+    ]:
+        assert old in text
+        text = text.replace(old, new)
+    study = read_study(_network_in(tmp_path, text))
+    post = run_study(study, progress=False)
+    assert post.chain.shape[:2] == (12, 8) and not post.converged
+    x = np.loadtxt(tmp_path / "new_experiment.csv", delimiter=",", skiprows=1).reshape(-1, 1)
+    pred = post.predict_new_campaign(x, n_draws=50)
+    assert pred.mean.shape == (2, 4) and pred.output_names == ("B@0.5", "B@1", "B@2", "B@4")
+    # B(t) ≤ A0: the intermediate never exceeds the substrate it came from
+    assert (pred.mean > 0).all() and (pred.mean < x).all()
+
+
+@pytest.mark.slow
+def test_the_network_example_converges(tmp_path):
+    """The example as documented: converged within its budget; k2 (shared) inside its 90 %
+    interval, and at least four of the five true rates inside theirs."""
+    study = read_study(_network_in(tmp_path, (NETWORK / "study.toml").read_text()))
+    post = run_study(study, progress=False)
+    assert post.converged
+    out = report(study, post)
+    assert re.search(r"^k2 .* 0\.4 +yes$", out, re.M), out
+    assert out.count(" yes\n") >= 4, out
