@@ -35,6 +35,7 @@ from ._journal import (
     _lock_writer,
     _unlock_writer,
 )
+from ._same import resume_differences, state_digest
 from .chain import _read_chain, _write_chain
 
 #: The groups a study writer owns; every other group (``/runs``) is carried over unchanged.
@@ -153,6 +154,7 @@ class StudyWriter:
                                 f"another archive path (or delete the file) to start a new one"
                             )
                         stored, self._folded, keep = _read_chain(f, self.path, log)
+                        self._check_same(f)
             if stored is not None:
                 self._check_compatible(stored)
                 self._held = stored.n_steps
@@ -167,6 +169,26 @@ class StudyWriter:
             self.close()
             raise
         return stored
+
+    def _check_same(self, f: h5py.File) -> None:
+        """Refuse to resume a chain of another calibration, listing what differs."""
+        diffs = resume_differences(
+            f,
+            self.config,
+            list(self.calibrator.campaigns),
+            _group_name,
+            self.simulator,
+            self.emulator_state,
+        )
+        if diffs:
+            shown = "; ".join(diffs[:6]) + (
+                f"; and {len(diffs) - 6} more" if len(diffs) > 6 else ""
+            )
+            raise ArchiveError(
+                f"archive '{self.path}': its chain belongs to another calibration ({shown}); "
+                f"resume with the calibration that wrote it, or give another archive path "
+                f"to start a new chain"
+            )
 
     def _check_compatible(self, cp: Checkpoint) -> None:
         labels = list(self.calibrator.model.labels)
@@ -319,6 +341,7 @@ class StudyWriter:
             g.attrs["class"] = str(self.emulator_state.get("class", ""))
             g.attrs["plugin"] = self.emulator_plugin or ""
             g.attrs["python_class"] = self.simulator["class"]
+            g.attrs["fingerprint"] = state_digest(self.emulator_state)
             _write_state(g, self.emulator_state)
         g = f.create_group("campaigns")
         g.attrs["order"] = np.array([c.name for c in self.calibrator.campaigns], dtype=_STR)
