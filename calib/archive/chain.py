@@ -158,6 +158,19 @@ def _write_chain(f: h5py.File, cp: Checkpoint, config: dict[str, Any]) -> None:
     g.attrs["info"] = json.dumps(cp.info, default=_json_default)
 
 
+def _check_rng_key(key: np.ndarray, where: str) -> None:
+    """A stored MT19937 key: 32-bit words, not all zero. An all-zero state is a fixed point
+    of the generator (it returns 0 for ever), which made a resumed DE move loop for ever
+    looking for a distinct pair of walkers (issue 13, item 6)."""
+    if (key < 0).any() or (key > 0xFFFFFFFF).any():
+        raise ArchiveError(f"{where} holds values outside 32-bit words: not an MT19937 state")
+    if not key.any():
+        raise ArchiveError(
+            f"{where} is all zeros: not a usable MT19937 state (the generator would return "
+            f"0 for ever); the file is damaged"
+        )
+
+
 def _read_checkpoint(f: h5py.File, path: Path) -> Checkpoint:
     g = f["chain"]
     if not isinstance(g, h5py.Group):
@@ -184,6 +197,9 @@ def _read_checkpoint(f: h5py.File, path: Path) -> Checkpoint:
         )
     if not np.isfinite(chain).all():
         raise ArchiveError(f"archive '{path}': /chain/chain contains NaN or inf")
+    if np.isnan(log_prob).any():  # −inf is a rejected walker; NaN is never written
+        raise ArchiveError(f"archive '{path}': /chain/log_prob contains NaN")
+    _check_rng_key(key, f"archive '{path}': /chain/rng_key")
     iteration = _attr_num(g, "iteration", path)
     if iteration != n:
         raise ArchiveError(
@@ -287,6 +303,7 @@ def _read_chain(f: h5py.File, path: Path, log: bytes) -> tuple[Checkpoint, int, 
         )
     if name != "MT19937" or not 0 <= int(pos) <= _RNG_WORDS:
         raise ArchiveError(f"chain journal '{jpath}': the generator state is not MT19937's")
+    _check_rng_key(last.rng_key, f"chain journal '{jpath}': the last record's rng_key")
     if "labels" in cp.info:
         info["labels"] = cp.info["labels"]
     state = (

@@ -179,6 +179,9 @@ def test_not_hdf5_other_program_truncated(study, tmp_path):
         (lambda f: _replace(f, "chain/chain", np.array(["x"] * 3, dtype="S1")), "should hold"),
         (lambda f: _replace(f, "chain/rng_key", np.zeros(5, dtype="u4")), "rng_key has shape"),
         (lambda f: _replace(f, "chain/accepted", np.full(16, 10**6)), "accepted"),
+        # issue 13: an all-zero generator state made a resumed DE move loop for ever
+        (lambda f: _replace(f, "chain/rng_key", np.zeros(624, dtype="u4")), "all zeros"),
+        (lambda f: _nan_log_prob(f), "log_prob contains NaN"),
         (lambda f: f["meta"].attrs.__setitem__("configuration", "{oops"), "not JSON"),
         (lambda f: f["emulator"].attrs.__setitem__("plugin", "nope"), None),
         (lambda f: f["emulator"].attrs.__setitem__("class", "Evil"), "not registered"),
@@ -196,6 +199,12 @@ def test_damaged_archives_raise_archive_error(study, tmp_path, mutate, message):
     with pytest.raises(ArchiveError, match=message) as e:
         calib.load(path)
     assert str(path) in str(e.value)
+
+
+def _nan_log_prob(f: h5py.File) -> None:
+    lp = f["chain/log_prob"][()]
+    lp[1, 2] = np.nan
+    _replace(f, "chain/log_prob", lp)
 
 
 def _replace(f: h5py.File, name: str, data: np.ndarray) -> None:
