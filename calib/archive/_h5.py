@@ -11,6 +11,7 @@ import io
 import json
 import os
 import platform
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,26 @@ def replace_atomically(
 
 def _strs(values: Any) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse to write an existing archive whose file is read-only.
+
+    Every rewrite builds a new file and moves it over the old one, which a read-only file
+    does not prevent (the directory is what counts): without this check a file the user
+    protected was silently replaced, and came back writable (issue 13, item 4). The mode
+    bits are read rather than ``os.access``, which says yes to root.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        raise ArchiveError(
+            f"archive '{path}' is read-only (mode {stat.filemode(mode)}): calib would "
+            f"replace it when it writes; make it writable (chmod u+w) to add to it, or give "
+            f"another archive path (calib.load reads it as it is)"
+        )
 
 
 def _open_h5(path: Path, mode: str = "r") -> h5py.File:

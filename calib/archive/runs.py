@@ -20,6 +20,7 @@ from ._h5 import (
     SCHEMA_VERSION,
     ArchiveError,
     _check_meta,
+    _check_writable,
     _open_h5,
     _strs,
     _write_meta,
@@ -201,6 +202,7 @@ class RunArchive:
             If the file holds a different design or columns, or is locked by another
             process.
         """
+        _check_writable(self.path)
         self._fd = _lock_writer(self.path)
         try:
             stored = None

@@ -21,6 +21,7 @@ from ._h5 import (
     ArchiveError,
     _attr_str,
     _check_meta,
+    _check_writable,
     _fsync_dir,
     _json_default,
     _now_iso,
@@ -136,6 +137,7 @@ class StudyWriter:
             false, or if its chain belongs to another problem.
         """
 
+        _check_writable(self.path)
         self._fd = _lock_writer(self.path)
         try:
             stored: Checkpoint | None = None

@@ -98,3 +98,30 @@ def test_the_emulator_digest_sees_every_value():
     ]:
         assert state_digest({**state, key: value}) != d, key
     assert state_digest({**state, "ls": np.array([0.5, 2.0], dtype=np.float32)}) != d
+
+
+def test_a_read_only_archive_is_not_replaced(archive, tmp_path):
+    # every rewrite moves a new file over the old one, which a read-only file does not
+    # prevent: it was silently replaced, and came back writable (issue 13, item 4)
+    path = _copy(archive, tmp_path)
+    path.chmod(0o444)
+    before = path.read_bytes()
+    with pytest.raises(ArchiveError, match=r"is read-only \(mode -r--r--r--\)"):
+        chain_driver.sample(_calibrator(), str(path), 30, 10)
+    assert path.read_bytes() == before and (path.stat().st_mode & 0o777) == 0o444
+    import calib
+
+    assert calib.load(path).chain.shape[0] == 20  # reading it is fine
+
+
+def test_a_read_only_runs_archive_is_not_replaced(tmp_path):
+    import calib
+
+    sim = FunctionSimulator(chain_driver.product, (), ("a", "b"), ("y",), vectorized=True)
+    design = np.array([[1.0, 2.0], [0.5, 3.0]])
+    path = tmp_path / "runs.h5"
+    calib.run_design(sim, design, archive=path)
+    path.chmod(0o444)
+    with pytest.raises(ArchiveError, match="is read-only"):
+        calib.run_design(sim, design, archive=path)
+    assert (path.stat().st_mode & 0o777) == 0o444
