@@ -158,9 +158,36 @@ def _check_writable(path: Path) -> None:
 
 def _open_h5(path: Path, mode: str = "r") -> h5py.File:
     try:
-        return h5py.File(path, mode)
+        f = h5py.File(path, mode)
     except OSError as exc:
         raise ArchiveError(f"archive '{path}' cannot be opened as HDF5: {exc}") from None
+    try:
+        _refuse_links(f, path)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _refuse_links(f: h5py.File, path: Path) -> None:
+    """Refuse external and soft links: calib writes neither, and following an external
+    link would read (or, on a rewrite, copy) another file named by this one (issue 13,
+    item 4)."""
+
+    def visit(name: str, link: Any) -> tuple[str, Any] | None:
+        # returning a value stops the visit (raising inside h5py's callback is not safe)
+        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+            return name, link
+        return None
+
+    found = f.visititems_links(visit)
+    if found is not None:
+        name, link = found
+        kind = "an external" if isinstance(link, h5py.ExternalLink) else "a soft"
+        raise ArchiveError(
+            f"archive '{path}': /{name} is {kind} link; calib archives hold none, and it "
+            f"is not followed"
+        )
 
 
 def _check_meta(f: h5py.File, path: Path) -> None:

@@ -182,6 +182,9 @@ def test_not_hdf5_other_program_truncated(study, tmp_path):
         # issue 13: an all-zero generator state made a resumed DE move loop for ever
         (lambda f: _replace(f, "chain/rng_key", np.zeros(624, dtype="u4")), "all zeros"),
         (lambda f: _nan_log_prob(f), "log_prob contains NaN"),
+        # links are refused, never followed (an external one names another file)
+        (lambda f: f.__setitem__("x", h5py.ExternalLink("other.h5", "/data")), "external link"),
+        (lambda f: f.__setitem__("chain2", h5py.SoftLink("/chain")), "/chain2 is a soft link"),
         (lambda f: f["meta"].attrs.__setitem__("configuration", "{oops"), "not JSON"),
         (lambda f: f["emulator"].attrs.__setitem__("plugin", "nope"), None),
         (lambda f: f["emulator"].attrs.__setitem__("class", "Evil"), "not registered"),
