@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -174,6 +175,29 @@ def _continue(model, calibrator, run: _Settings, resume: Checkpoint):
     )
 
 
+#: a run whose remaining budget is expected to take longer than this says so (seconds)
+EXPECTED_TIME_NOTICE_S = 300.0
+
+
+def _say_expected_time(elapsed: float, steps: int, remaining: int) -> None:
+    """One line on stderr when the rest of the budget will take long, measured on the
+    first chunk of steps (issue 13: 1.5 s per step meant 1.7 h in silence)."""
+    if steps <= 0 or remaining <= 0:
+        return
+    per_step = elapsed / steps
+    expected = per_step * remaining
+    if expected < EXPECTED_TIME_NOTICE_S:
+        return
+    when = f"{expected / 3600:.1f} h" if expected >= 5400 else f"{expected / 60:.0f} min"
+    print(
+        f"calib: sampling takes {per_step:.3g} s per step: about {when} for the remaining "
+        f"{remaining} steps of the budget (the stopping rule may end it sooner; "
+        f"time_budget= caps it, and an archive= run can be stopped and resumed)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _loop(
     model,
     calibrator,
@@ -192,6 +216,7 @@ def _loop(
     leaves the chain bit-for-bit the same."""
     stopped_early = False
     started = time.perf_counter()
+    start = done
     out_of_time = False
     backend = run.backend
 
@@ -237,7 +262,10 @@ def _loop(
             if bar is not None:
                 acc = float(np.mean(sampler.backend.accepted)) / max(sampler.iteration, 1)
                 bar.set_description(f"sampling (acceptance {acc:.2f})")
+            first = done == start
             done += k
+            if first and not stopped_early:
+                _say_expected_time(time.perf_counter() - started, k, run.n_steps - done)
             stopped_early = check(done)
             if stopped_early and bar is not None:
                 bar.set_postfix_str("converged")
