@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -156,11 +157,28 @@ def _check_writable(path: Path) -> None:
         )
 
 
+#: waits (seconds) before the retries of an open that another program's HDF5 lock refused
+_LOCK_RETRIES = (0.2, 0.5, 1.0, 2.0)
+
+
 def _open_h5(path: Path, mode: str = "r") -> h5py.File:
-    try:
-        f = h5py.File(path, mode)
-    except OSError as exc:
-        raise ArchiveError(f"archive '{path}' cannot be opened as HDF5: {exc}") from None
+    for wait in (*_LOCK_RETRIES, None):
+        try:
+            f = h5py.File(path, mode)
+            break
+        except OSError as exc:
+            locked = "unable to lock file" in str(exc)
+            if locked and wait is not None:
+                time.sleep(wait)  # another program's handle: often a moment's look
+                continue
+            if locked:
+                raise ArchiveError(
+                    f"archive '{path}' is open for writing in another program (HDF5's file "
+                    f"lock refused it for {sum(_LOCK_RETRIES):.1f} s): close that handle "
+                    f"(an h5py.File in mode 'a' or 'r+', a viewer) and run again; what was "
+                    f"written before is intact"
+                ) from None
+            raise ArchiveError(f"archive '{path}' cannot be opened as HDF5: {exc}") from None
     try:
         _refuse_links(f, path)
     except BaseException:

@@ -125,3 +125,34 @@ def test_a_read_only_runs_archive_is_not_replaced(tmp_path):
     with pytest.raises(ArchiveError, match="is read-only"):
         calib.run_design(sim, design, archive=path)
     assert (path.stat().st_mode & 0o777) == 0o444
+
+
+def _hold_open(path, seconds):
+    import subprocess
+
+    code = (
+        "import h5py, sys, time\n"
+        f"f = h5py.File({str(path)!r}, 'a'); print('open', flush=True); time.sleep({seconds})\n"
+        "f.close(); time.sleep(30)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "open"
+    return p
+
+
+def test_another_programs_write_handle_is_waited_for_then_named(archive, tmp_path):
+    # HDF5's file lock refuses our open while another process holds the file in mode 'a'
+    # (issue 13, item 12): a handle closed within a few seconds is waited for...
+    path = _copy(archive, tmp_path)
+    p = _hold_open(path, 1.0)
+    try:
+        assert chain_driver.sample(_calibrator(), str(path), 30, 10).chain.shape[0] == 30
+    finally:
+        p.kill()
+    # ... one that stays open is named, with what to do
+    p = _hold_open(path, 30)
+    try:
+        with pytest.raises(ArchiveError, match="is open for writing in another program"):
+            chain_driver.sample(_calibrator(), str(path), 40, 10)
+    finally:
+        p.kill()
