@@ -14,6 +14,7 @@ rather than fitted again, and a chain is continued (``Calibrator.sample(resume=T
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -206,7 +207,10 @@ def run_study(
         if emulator is None:
             cls, options = study.emulator
             t = time.perf_counter()
-            emulator = cls(**options).fit(runs.inputs, runs.outputs)
+            fit = cls(**options).fit
+            # a plug-in's fit need not take progress= (the Emulator contract is fit(X, Y))
+            kw = {"progress": progress} if "progress" in inspect.signature(fit).parameters else {}
+            emulator = fit(runs.inputs, runs.outputs, **kw)
             took = time.perf_counter() - t
             say(f"emulator: {cls.__name__} fitted on {runs.n_ok} runs in {took:.1f} s")
         else:

@@ -28,7 +28,9 @@ from then on (predictions, leave-one-out, ``state_dict``).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -688,7 +690,9 @@ class GPEmulator:
         """Training outputs ``(n_train, n_outputs)`` after merging duplicates."""
         return self._train_y.copy()
 
-    def fit(self, inputs: np.ndarray, outputs: np.ndarray) -> GPEmulator:
+    def fit(
+        self, inputs: np.ndarray, outputs: np.ndarray, progress: bool | None = None
+    ) -> GPEmulator:
         """Fit the emulator on simulator runs.
 
         Parameters
@@ -696,6 +700,9 @@ class GPEmulator:
         inputs : array_like of shape (n, p + q)
             Control inputs then calibration parameters.
         outputs : array_like of shape (n, m) or (n,)
+        progress : bool, optional
+            A progress bar over the optimizer's starts (tqdm, on stderr); default: when
+            stderr is a terminal.
 
         Returns
         -------
@@ -753,6 +760,7 @@ class GPEmulator:
         self._train_y = Y
         self.mean_ = self._choose_mean()
         self._build_model()
+        self._progress = sys.stderr.isatty() if progress is None else bool(progress)
         self._optimize()
         self._finalize()
         return self
@@ -911,11 +919,18 @@ class GPEmulator:
             _flush_denormals(),
             _threads_for(self.n_train),
             warnings.catch_warnings(),
+            contextlib.ExitStack() as stack,
         ):
             # GPyTorch adds an absolute jitter where a trial iterate's K does not
             # factorize, and warns each time; only the final K matters to the user, and
             # _finalize factors it with a relative jitter and its own JitterWarning
             warnings.filterwarnings("ignore", category=NumericalWarning)
+            bar = None
+            if getattr(self, "_progress", False):
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=n_restarts, desc="emulator", unit="start", leave=False)
+                stack.callback(bar.close)
             while len(results) < n_restarts and start < max_attempts:
                 self._draw_start(rng, start)
                 start += 1
@@ -930,6 +945,8 @@ class GPEmulator:
                 pstate = {n: p.detach().clone() for n, p in self.model_.named_parameters()}
                 if ok:
                     results.append((pstate, loss, converged))
+                    if bar is not None:
+                        bar.update(1)
                 else:
                     failures.append((pstate, np.where(np.isfinite(loss), loss, np.inf)))
         self.n_failed_starts_ = len(failures)

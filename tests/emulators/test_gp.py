@@ -162,6 +162,17 @@ def test_one_dimensional_outputs_and_attributes(train_data):
     assert em.n_inputs == 3 and em.n_outputs == 1 and em.n_mean_params == 1
 
 
+def test_a_progress_bar_counts_the_optimizer_starts(train_data, capsys):
+    Xn, Y, _, _ = train_data
+    quiet = GPEmulator(n_restarts=2, seed=0).fit(Xn, Y[:, 0])  # not a terminal: no bar
+    assert "emulator" not in capsys.readouterr().err
+    shown = GPEmulator(n_restarts=2, seed=0).fit(Xn, Y[:, 0], progress=True)
+    err = capsys.readouterr().err
+    assert "emulator: 100%" in err and "2/2" in err, err
+    # the bar changes nothing in the fit
+    np.testing.assert_array_equal(quiet.predict(Xn[:3]).mean, shown.predict(Xn[:3]).mean)
+
+
 def test_batched_outputs_match_separate_fits(train_data):
     """One batched model = independent GPs: same as fitting each output alone."""
     Xn, Y, _, _ = train_data
