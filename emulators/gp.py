@@ -1350,8 +1350,54 @@ class GPEmulator:
                 )
         em.n_failed_starts_ = 0
         em.converged_ = True
+        em._check_state_ranges()  # before the factorization, which would fail less clearly
         em._finalize()
         return em
+
+    #: what a fit can produce (a fitted state outside is damaged, issue 13 item 3): far
+    #: beyond the prior boxes, and loose enough for a fit without priors
+    _STATE_RANGES = {
+        "lengthscale": (1e-8, 1e30),
+        "outputscale": (1e-30, 1e30),
+        "nugget_ratio": (0.0, 1e6),
+    }
+
+    def _check_state_ranges(self) -> None:
+        """Refuse a restored state whose values no fit produces: non-finite training data
+        or standardization, a negative output standardization, hyperparameters outside
+        :attr:`_STATE_RANGES` (an edited archive once loaded with a length-scale of 1e308
+        and an output scale of 0)."""
+        arrays = {
+            "train_inputs": self._train_x,
+            "train_outputs": self._train_y,
+            "input_lower": self._lower,
+            "input_upper": self._upper,
+            "output_mean": self._y_mean,
+            "output_scale": self._y_scale,
+        }
+        for key, value in arrays.items():
+            if not np.isfinite(value).all():
+                raise ValueError(f"state: {key} holds NaN or inf; the state is damaged")
+        if (self._y_scale < 0).any():  # 0 is a constant output (predicted exactly)
+            raise ValueError(
+                f"state: output_scale must be ≥ 0, got {self._y_scale.tolist()}; the state is "
+                f"damaged"
+            )
+        model = self.model_
+        with torch.no_grad():
+            hyper = {
+                "lengthscale": model.covar_module.base_kernel.lengthscale,
+                "outputscale": model.covar_module.outputscale,
+                "nugget_ratio": model.likelihood.noise_covar.ratio,
+            }
+        for key, (lo, hi) in self._STATE_RANGES.items():
+            v = hyper[key].detach().cpu().numpy()
+            bad = ~np.isfinite(v) | (v <= lo) | (v > hi)
+            if bad.any():
+                raise ValueError(
+                    f"state: {key} {float(v[bad].ravel()[0]):g} is outside ({lo:g}, {hi:g}], what a "
+                    f"fit can produce; the state is damaged"
+                )
 
     # ------------------------------------------------------------ leave-one-out
     def loo(self) -> tuple[np.ndarray, np.ndarray]:

@@ -131,6 +131,44 @@ def test_state_dict_roundtrip(fitted, fitted_rbf_linear, train_data):
         GPEmulator.from_state_dict({"class": "Other"})
 
 
+def _raw(state: dict, part: str) -> str:
+    (key,) = [k for k in state if k.startswith("param/") and k.endswith(part)]
+    return key
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda s: s.__setitem__(
+                _raw(s, "raw_lengthscale"), np.full_like(s[_raw(s, "raw_lengthscale")], 1e308)
+            ),
+            "lengthscale 1e\\+308 is outside",
+        ),
+        (
+            lambda s: s.__setitem__("output_scale", -np.ones_like(s["output_scale"])),
+            "output_scale must be ≥ 0",
+        ),
+        (lambda s: s["train_inputs"].__setitem__((0, 0), np.nan), "train_inputs holds NaN"),
+        (
+            lambda s: s.__setitem__(
+                _raw(s, "raw_outputscale"), np.full_like(s[_raw(s, "raw_outputscale")], -800.0)
+            ),
+            "outputscale .* is outside",
+        ),
+    ],
+    ids=["lengthscale 1e308", "negative output scale", "NaN input", "outputscale 0"],
+)
+def test_a_damaged_state_is_refused(fitted, edit, message):
+    # issue 13, item 3: an edited archive loaded these silently
+    state = {
+        k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in fitted.state_dict().items()
+    }
+    edit(state)
+    with pytest.raises(ValueError, match=message):
+        GPEmulator.from_state_dict(state)
+
+
 def test_closed_form_loo_equals_brute_force(fitted_rbf_linear, fitted):
     for em in (fitted, fitted_rbf_linear):
         mean, var = em.loo()
