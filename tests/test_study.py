@@ -301,17 +301,21 @@ def _demo_in(folder: Path, text: str) -> Path:
     return path
 
 
-def test_docs_example_runs_on_a_small_budget(tmp_path):
-    """docs/study.md's study (the beam demo) end to end: design, runs, emulator,
-    calibration, archive, on a budget that does not converge."""
-    text = _docs_study()
+def _small_budget(text: str, design: str, smaller: str) -> str:
+    """A study's text with a smaller design and a 12-step, 8-walker sampler budget."""
     for old, new in [
-        ("n = 40", "n = 16"),
+        (design, smaller),
         ("n_steps = 1000", "n_steps = 12\nwarmup = 6\nn_walkers = 8\nn_starts = 2"),
     ]:
         assert old in text
         text = text.replace(old, new)
-    study = read_study(_demo_in(tmp_path, text))
+    return text
+
+
+def test_docs_example_runs_on_a_small_budget(tmp_path):
+    """docs/study.md's study (the beam demo) end to end: design, runs, emulator,
+    calibration, archive, on a budget that does not converge."""
+    study = read_study(_demo_in(tmp_path, _small_budget(_docs_study(), "n = 40", "n = 16")))
     post = run_study(study, progress=False)
     assert post.chain.shape[:2] == (12, 8) and not post.converged
     out = report(study, post)
@@ -365,13 +369,7 @@ def _network_in(folder: Path, text: str) -> Path:
 def test_the_network_example_predicts_an_unseen_experiment(tmp_path):
     """examples/reaction_network end to end on a small budget, then the prediction of a
     new preparation's time course at new_experiment.csv's initial concentrations."""
-    text = (NETWORK / "study.toml").read_text()
-    for old, new in [
-        ("n = 80", "n = 20"),
-        ("n_steps = 1000", "n_steps = 12\nwarmup = 6\nn_walkers = 8\nn_starts = 2"),
-    ]:
-        assert old in text
-        text = text.replace(old, new)
+    text = _small_budget((NETWORK / "study.toml").read_text(), "n = 80", "n = 20")
     study = read_study(_network_in(tmp_path, text))
     post = run_study(study, progress=False)
     assert post.chain.shape[:2] == (12, 8) and not post.converged
