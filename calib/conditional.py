@@ -102,6 +102,12 @@ def predictive(
             (jj[:, None] == jj[None, :]) if model.split_outputs else np.ones((n_star, n_star), bool)
         )
         K = kernel_from_sq(kind, model._tensor(sq_dists(z_new, z_new), DTYPE), sc, ls)
+        V_new = None
+        if model._pseudo is not None:  # δ conditioned on its pseudo-observations (eq. 6b)
+            Lp, inv_sq, _ = model._pseudo_factor(U, parts.get("noise_sd"))
+            V_new = model._pseudo.cross(z_new, inv_sq, Lp)
+            var = (sc * sc)[:, None, None]
+            K = K - var * (V_new.transpose(1, 2) @ V_new)
         prior = prior + K * model._tensor(same_out, DTYPE)
         if cross is not None:
             mask = np.broadcast_to(live, (n_star, model.Nmax)).copy()
@@ -112,6 +118,9 @@ def predictive(
             Kx = kernel_from_sq(
                 kind, model._tensor(sq_dists(z_new, model.z_obs[idx]), DTYPE), sc, ls
             )
+            if V_new is not None:
+                V_obs = model._pseudo.cross(model.z_obs[idx], inv_sq, Lp)
+                Kx = Kx - var * (V_new.transpose(1, 2) @ V_obs)
             cross = cross + Kx * model._tensor(mask, DTYPE)
     if reality and cov_all is not None:
         jt, it = model._tensor(jj), model._tensor(ii + n_rows)

@@ -16,7 +16,9 @@ The configuration
     Names, in order (the arrays are given separately: ``from_config(..., campaigns=)``),
     or ``{"name", "x", "y", "noise_sd"}`` objects.
 ``discrepancy``
-    ``{"mode", "kernel", "scale_prior", "lengthscale_prior"}`` or a mode string.
+    ``{"mode", "kernel", "scale_prior", "lengthscale_prior"}`` or a mode string; optionally
+    ``"zero_at"``, ``"zero_slope_at"`` (lists of control-input points), ``"process"``
+    (``"gp"`` or ``"sgasp"``) and ``"scaling"`` (a number or a prior table).
 ``noise``, ``noise_prior``, ``hyperpriors``
     As the Calibrator's arguments, priors as ``{"type": "Normal", "mean": 0.0, "sd": 1.0}``.
 ``input_names``, ``output_names``, ``output_coords``
@@ -46,7 +48,7 @@ from .archive import ArchiveError
 from .archive.loading import StudyRecord, read_study
 from .calibrator import Calibrator
 from .campaign import Campaign
-from .discrepancy import DISCREPANCY_MODES, KERNELS, Discrepancy
+from .discrepancy import DISCREPANCY_MODES, KERNELS, PROCESSES, Discrepancy
 from .interfaces import MissingSimulator, is_emulator
 from .likelihood import NOISE_MODES
 from .parameters import POOLING_MODES, Parameter
@@ -64,7 +66,9 @@ _KEYS = tuple(
     "output_names output_coords labels sample study".split()
 )
 _PARAMETER_KEYS = ("name", "lower", "upper", "prior", "pooling", "centered", "value")
-_DISCREPANCY_KEYS = ("mode", "kernel", "scale_prior", "lengthscale_prior")
+_DISCREPANCY_KEYS = tuple(
+    "mode kernel scale_prior lengthscale_prior zero_at zero_slope_at process scaling".split()
+)
 _CAMPAIGN_KEYS = ("name", "x", "y", "noise_sd")
 
 
@@ -214,8 +218,22 @@ def _discrepancy(value: Any) -> Discrepancy:
     kernel = _one_of(value.get("kernel", "rbf"), "discrepancy.kernel", KERNELS)
     scale = _prior(value.get("scale_prior"), "discrepancy.scale_prior")
     length = _prior(value.get("lengthscale_prior"), "discrepancy.lengthscale_prior")
-    # Discrepancy's own refusals (a prior on negative values) name it already
-    return Discrepancy(mode, kernel=kernel, scale_prior=scale, lengthscale_prior=length)
+    process = _one_of(value.get("process", "gp"), "discrepancy.process", PROCESSES)
+    scaling = value.get("scaling")
+    if isinstance(scaling, dict):
+        scaling = _prior(scaling, "discrepancy.scaling")
+    points = {k: value[k] for k in ("zero_at", "zero_slope_at") if value.get(k) is not None}
+    # Discrepancy's own refusals (a prior on negative values, points that are not (k, p),
+    # a scaling that is not a positive number) name the argument already
+    return Discrepancy(
+        mode,
+        kernel=kernel,
+        scale_prior=scale,
+        lengthscale_prior=length,
+        process=process,
+        scaling=scaling,
+        **points,
+    )
 
 
 def _hyperpriors(value: Any) -> dict[str, dict[str, Prior]]:

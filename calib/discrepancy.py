@@ -16,12 +16,16 @@ the emulator's torch path, is :mod:`calib.kernels` (``sq_dists``, ``kernel_from_
 
 from __future__ import annotations
 
+import numpy as np
+
 from .kernels import KERNELS, KernelOnDistances, kernel_from_sq, sq_dists
 from .priors import Prior, check_prior
+from .pseudo import check_points
 
 __all__ = [
     "Discrepancy",
     "DISCREPANCY_MODES",
+    "PROCESSES",
     "KERNELS",
     "sq_dists",
     "kernel_from_sq",
@@ -29,6 +33,7 @@ __all__ = [
 ]
 
 DISCREPANCY_MODES = ("none", "shared", "independent")
+PROCESSES = ("gp", "sgasp")
 
 
 class Discrepancy:
@@ -47,6 +52,22 @@ class Discrepancy:
         Prior of every length-scale, in the native units of each input. Default per input
         ``d``: ``LogNormal(log(range_d / 2), 1)``, with ``range_d`` the range of that input
         over all campaigns (1 where the range is zero).
+    zero_at : array of shape (k, p), optional
+        Control-input points where the model is known to be exact: δ = 0 there, for every
+        campaign's δ and (with output coordinates) at every output coordinate. Exact: δ is
+        conditioned on noise-free zero values (Brynjarsdóttir & O'Hagan 2014, §4;
+        docs/theta_vs_delta.md).
+    zero_slope_at : array of shape (k', p), optional
+        Control-input points where δ is known to be flat: ∂δ/∂x_d = 0 for every control
+        input d (Rasmussen & Williams 2006, §9.4 for the slopes' covariances).
+    process : {"gp", "sgasp"}
+        ``"gp"`` (default): δ is a Gaussian process. ``"sgasp"``: the scaled Gaussian
+        process of Gu & Wang (2018), which keeps δ small in L2 over the observed inputs, so
+        that the simulator, not δ, explains what it can (docs/model.md §3b).
+    scaling : float or Prior, optional
+        S-GaSP only: its scaling parameter λ_z (larger: δ held closer to 0). A float fixes
+        it; a Prior (on positive values) samples it; None (default) sets it per draw by
+        RobustCalibration's rule ``λ_z = sqrt(n · ‖range/ℓ‖ · σ_δ² / σ_ε²)``.
 
     Examples
     --------
@@ -62,6 +83,11 @@ class Discrepancy:
         kernel: str = "rbf",
         scale_prior: Prior | None = None,
         lengthscale_prior: Prior | None = None,
+        *,
+        zero_at=None,
+        zero_slope_at=None,
+        process: str = "gp",
+        scaling: float | Prior | None = None,
     ):
         if mode not in DISCREPANCY_MODES:
             raise ValueError(f"Discrepancy: mode must be one of {DISCREPANCY_MODES}, got {mode!r}")
@@ -80,6 +106,17 @@ class Discrepancy:
                     f"Discrepancy: {name} must have support on positive values "
                     f"(HalfNormal, HalfCauchy, LogNormal, Gamma, ...), got {p!r}"
                 )
+        if process not in PROCESSES:
+            raise ValueError(f"Discrepancy: process must be one of {PROCESSES}, got {process!r}")
+        self.process = process
+        self.zero_at = check_points(zero_at, "zero_at")
+        self.zero_slope_at = check_points(zero_slope_at, "zero_slope_at")
+        for name, pts in (("zero_at", self.zero_at), ("zero_slope_at", self.zero_slope_at)):
+            if pts is not None and mode == "none":
+                raise ValueError(f"Discrepancy: {name} needs a discrepancy, but mode is 'none'")
+        if process == "sgasp" and mode == "none":
+            raise ValueError("Discrepancy: process='sgasp' needs a discrepancy, but mode is 'none'")
+        self.scaling = _check_scaling(scaling, process)
 
     @classmethod
     def coerce(cls, value: Discrepancy | str | None) -> Discrepancy:
@@ -109,8 +146,13 @@ class Discrepancy:
         entries only."""
         return self.mode == "independent"
 
+    @property
+    def conditioned(self) -> bool:
+        """δ is conditioned on zero pseudo-observations (constraints or the S-GaSP)."""
+        return self.zero_at is not None or self.zero_slope_at is not None or self.process == "sgasp"
+
     def to_dict(self) -> dict:
-        return {
+        out = {
             "mode": self.mode,
             "kernel": self.kernel,
             "scale_prior": None if self.scale_prior is None else self.scale_prior.to_dict(),
@@ -118,9 +160,48 @@ class Discrepancy:
             if self.lengthscale_prior is None
             else self.lengthscale_prior.to_dict(),
         }
+        # the keys below only when set: a plain GP's record (and fingerprint) is unchanged
+        for name in ("zero_at", "zero_slope_at"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name).tolist()
+        if self.process != "gp":
+            out["process"] = self.process
+            if isinstance(self.scaling, Prior):
+                out["scaling"] = self.scaling.to_dict()
+            elif self.scaling is not None:
+                out["scaling"] = float(self.scaling)
+        return out
 
     def __repr__(self) -> str:
+        extra = ""
+        for name in ("zero_at", "zero_slope_at"):
+            if getattr(self, name) is not None:
+                extra += f", {name}={getattr(self, name).tolist()}"
+        if self.process != "gp":
+            extra += f", process={self.process!r}, scaling={self.scaling!r}"
         return (
             f"Discrepancy({self.mode!r}, kernel={self.kernel!r}, scale_prior={self.scale_prior!r}, "
-            f"lengthscale_prior={self.lengthscale_prior!r})"
+            f"lengthscale_prior={self.lengthscale_prior!r}{extra})"
         )
+
+
+def _check_scaling(value, process: str) -> float | Prior | None:
+    """The S-GaSP's λ_z: None, a positive finite float or a Prior on positive values."""
+    if value is None:
+        return None
+    if process != "sgasp":
+        raise ValueError(
+            f"Discrepancy: scaling is the S-GaSP's λ_z; it needs process='sgasp', "
+            f"got process={process!r}"
+        )
+    if isinstance(value, Prior):
+        if value.support[0] < 0:
+            raise ValueError(
+                f"Discrepancy: scaling must be a prior on positive values, got {value!r}"
+            )
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"Discrepancy: scaling must be a positive number or a Prior, got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"Discrepancy: scaling must be positive and finite, got {value!r}")
+    return float(value)

@@ -57,6 +57,7 @@ from .observations import Observations
 from .parameters import Parameter
 from .prior_plan import PriorPlan
 from .priors import Prior
+from .pseudo import PseudoConditioning
 
 __all__ = ["Model", "NOISE_MODES", "SimulatorWarning"]
 
@@ -116,6 +117,13 @@ class Model:
         self.output_coords = output_coords
         self.discrepancy = discrepancy
         self.noise = noise
+        for name in ("zero_at", "zero_slope_at"):
+            pts = getattr(discrepancy, name, None)
+            if pts is not None and pts.shape[1] != self.p:
+                raise ValueError(
+                    f"Discrepancy: {name} must have one column per control input "
+                    f"({self.p}: {', '.join(input_names) or 'none'}), got shape {pts.shape}"
+                )
 
         # ---------------------------------------------------------------- the data
         # the observed entries, δ's features and the covariance blocks (calib/observations.py)
@@ -185,13 +193,24 @@ class Model:
             base = base + kv
         self._t_diag_base = self._tensor(base, DTYPE)  # (B, Nmax)
         self._t_diag_matrix = torch.diag_embed(self._t_diag_base)  # (B, Nmax, Nmax)
-        self._kernel = None
+        self._kernel = self._pseudo = None
         if self.discrepancy.active:
             self._kernel = KernelOnDistances(self.discrepancy.kernel, self._dsq, self.device)
             s = self.slots["discrepancy.logscale"]
             self._sl_disc_scale = slice(s.start, s.stop)
             s = self.slots["discrepancy.loglengthscale"]
             self._sl_disc_ls = slice(s.start, s.stop)
+        if self.discrepancy.active and self.discrepancy.conditioned:
+            # δ conditioned on zero pseudo-observations (constraints, S-GaSP): eq. 6b
+            self._pseudo = PseudoConditioning(
+                self.discrepancy,
+                self.z_obs,
+                self.z_obs[self.block_idx],
+                self.p,
+                self.output_coords,
+                self.device,
+            )
+            self._t_obs_share = self._tensor(self.n_obs_campaign / self.N, DTYPE)
         self._diagonal = not self.discrepancy.active and not self.forward.emulator
         self._emu_outputs = self._t_emu_idx = self._t_emu_idx_full = None
         if not self.forward.emulator:
@@ -281,6 +300,11 @@ class Model:
             return torch.addcmul(self._t_diag_base, var, self._t_livef)
         return var + self._t_diag_base
 
+    def _pseudo_factor(self, U: torch.Tensor, noise_sd: torch.Tensor | None):
+        """δ's pseudo-observations for the walkers (eq. 6b): factor, ℓ⁻², failed walkers."""
+        kv = None if self.known_var is None else float(np.mean(self.known_var))
+        return self._pseudo.factor_for(U, self.slots, noise_sd, self._t_obs_share, kv)
+
     def _covariance(
         self,
         U: torch.Tensor,
@@ -299,6 +323,13 @@ class Model:
         C = None
         if self._kernel is not None:
             C = self._kernel(U[:, self._sl_disc_scale], U[:, self._sl_disc_ls])
+            if self._pseudo is not None:
+                Lc, inv_sq, bad = self._pseudo_factor(U, noise_sd)
+                corr = self._pseudo.correction_obs(Lc, inv_sq)
+                var = torch.exp(U[:, self._sl_disc_scale] * 2.0)[:, :, None, None]
+                C = C - var * corr
+                if bad is not None:  # K_PP + D not factorizable: the walker fails
+                    C = torch.where(bad[:, None, None, None], math.nan, C)
             if self._t_dmask is not None:
                 C = C.mul_(self._t_dmask) if inplace else C * self._t_dmask
         if emu_cov is not None:
