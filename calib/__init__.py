@@ -9,6 +9,7 @@ from .calibrator import Calibrator
 from .campaign import Campaign
 from .config import load
 from .discrepancy import Discrepancy
+from .identifiability import IdentifiabilityWarning
 from .interfaces import Emulator, Prediction, Simulator, SimulatorError
 from .likelihood import SimulatorWarning
 from .parameters import Parameter
@@ -27,6 +28,7 @@ __all__ = [
     "ConvergenceWarning",
     "Campaign",
     "Discrepancy",
+    "IdentifiabilityWarning",
     "Posterior",
     "PosteriorPrediction",
     "SimulatorWarning",

@@ -103,8 +103,8 @@ def _summary(args) -> int:
 
     post = calib.load(args.archive)
     if args.json:
-        table = post.summary(level=args.level).to_dict()
-        out = {"summary": table, "converged": bool(post.converged)}
+        table = post.summary(level=args.level)
+        out = {"summary": table.to_dict(), "notes": table.notes, "converged": bool(post.converged)}
         print(json.dumps(out, indent=1, default=_plain))
     else:
         print(post.summary(level=args.level))

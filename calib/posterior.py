@@ -13,8 +13,11 @@ from ._threads import torch_threads
 from ._validation import check_number
 from .blocks import PartialPooling
 from .export import Exports
+from .identifiability import Identifiability
 from .likelihood import DTYPE
 from .prediction import PosteriorPrediction, Predictions
+from .summary import Summary as Summary
+from .summary import _interval_names
 
 __all__ = ["ConvergenceWarning", "Posterior", "PosteriorPrediction", "Summary"]
 
@@ -32,65 +35,7 @@ class ConvergenceWarning(UserWarning):
     message names the worst quantities, their R̂ and ESS, and what to try."""
 
 
-def _interval_names(level: float) -> tuple[str, str]:
-    """The row keys of the interval's ends at ``level``: ``("q5", "q95")`` at 0.9."""
-    return f"q{50 * (1 - level):g}", f"q{50 * (1 + level):g}"
-
-
-class Summary:
-    """A table of posterior summaries: one row per quantity.
-
-    Columns: mean, sd, the equal-tailed interval's ends at ``level`` (``q5`` and ``q95``
-    at the default 0.9; ``q2.5`` and ``q97.5`` at 0.95) around ``q50``; ``mcse`` (Monte Carlo
-    standard error of the mean), ``ess`` (bulk ESS), ``ess_tail``, ``rhat``
-    (rank-normalized split-R̂; Vehtari et al. 2021) and ``ok`` (this quantity meets the
-    convergence targets). Every row also keeps ``q5`` and ``q95``. ``str(summary)`` is the
-    formatted table; ``summary.rows`` is a list of dicts; ``summary[name]`` one row.
-    """
-
-    def __init__(self, rows: list[dict[str, Any]], level: float = 0.9):
-        self.rows = rows
-        self.level = level
-        lo, hi = _interval_names(level)
-        self.columns = ("mean", "sd", lo, "q50", hi, "mcse", "ess", "ess_tail", "rhat", "ok")
-
-    def __getitem__(self, name: str) -> dict[str, Any]:
-        for r in self.rows:
-            if r["name"] == name:
-                return r
-        raise KeyError(
-            f"no quantity {name!r} in the summary; have {[r['name'] for r in self.rows]}"
-        )
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def to_dict(self) -> dict[str, dict[str, float]]:
-        return {r["name"]: {c: r[c] for c in self.columns} for r in self.rows}
-
-    def __str__(self) -> str:
-        w = max([len("quantity")] + [len(r["name"]) for r in self.rows])
-        head = f"{'quantity':<{w}}  " + "  ".join(f"{c:>10}" for c in self.columns)
-        lines = [head, "-" * len(head)]
-        for r in self.rows:
-            cells = []
-            for c in self.columns:
-                v = r[c]
-                if c == "ok":
-                    cells.append(f"{'yes' if v else 'NO':>10}")
-                elif c in ("ess", "ess_tail"):
-                    cells.append(f"{v:>10.0f}")
-                elif c == "rhat":
-                    cells.append(f"{v:>10.4f}")
-                else:
-                    cells.append(f"{v:>10.4g}")
-            lines.append(f"{r['name']:<{w}}  " + "  ".join(cells))
-        return "\n".join(lines)
-
-    __repr__ = __str__
-
-
-class Posterior(Predictions, Exports):
+class Posterior(Predictions, Exports, Identifiability):
     """Posterior draws of a :class:`calib.Calibrator` and everything computed from them.
 
     Quantity names: a completely pooled parameter ``"E"``; a per-campaign value
@@ -215,7 +160,9 @@ class Posterior(Predictions, Exports):
         ``E.scale`` act on the unconstrained scale u = g(E)): ``E.typical``, the population's
         median g⁻¹(μ), and ``E.new``, a new campaign's value g⁻¹(μ + τ z), z ~ N(0, 1), whose
         q5–q95 is the 90 % interval of campaign values the population implies. These are
-        functions of the quantities above (they are not part of the verdict).
+        functions of the quantities above (they are not part of the verdict). When a
+        calibration parameter is barely informed or traded against δ, ``summary.notes``
+        says so (:meth:`identifiability`, without its δ predictions).
 
         Parameters
         ----------
@@ -227,7 +174,8 @@ class Posterior(Predictions, Exports):
         pop = self._population_quantities()
         if pop:
             rows += self._rows(pop, self._diagnose_quantities(pop), level)
-        return Summary(rows, level)
+        # only when a flag fires, and without δ predictions, so the table stays fast
+        return Summary(rows, level, notes=self._identifiability(cheap=True).warnings)
 
     def _population_quantities(self) -> dict[str, np.ndarray]:
         """``E.typical`` and ``E.new`` (in E's units) of every partially pooled parameter."""

@@ -309,3 +309,42 @@ def test_device_is_not_recorded_in_the_archive(models, device, tmp_path):
     x = np.linspace(0.0, 1.0, 3)
     want = post.predict(x, campaign="c0", n_draws=20)
     _close(back.predict(x, campaign="c0", n_draws=20).mean, want.mean)
+
+
+# δ conditioned on pseudo-observations (calib/pseudo.py): constraints and the S-GaSP
+DISC_P = Discrepancy(
+    "independent", "matern52", zero_at=[[0.0]], zero_slope_at=[[0.5]], process="sgasp"
+)
+
+
+@pytest.mark.parametrize("which", ["gp", "direct"])
+def test_no_tensor_is_made_off_the_model_device_with_a_conditioned_delta(models, which):
+    ref = _calibrator(models, which, discrepancy=DISC_P)
+    U = _draws(ref)
+    want = _value_and_grad(ref, U)
+    with torch.device("meta"):
+        cal = _calibrator(models, which, device="cpu", discrepancy=DISC_P)
+        lp, g = _value_and_grad(cal, U)
+        post = _posterior(cal, U)
+        x = np.linspace(0.0, 1.0, 3)
+        draws = post.discrepancy(x, campaign="c0", n_draws=None).draws
+    np.testing.assert_array_equal(lp, want[0])
+    np.testing.assert_array_equal(g, want[1])
+    assert np.isfinite(draws).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("which", ["gp", "direct"])
+def test_device_conditioned_delta_equals_cpu(models, which, device):
+    ref = _calibrator(models, which, discrepancy=DISC_P)
+    cal = _calibrator(models, which, discrepancy=DISC_P, device=device)
+    U = _draws(ref)
+    lp0, g0 = _value_and_grad(ref, U)
+    lp, g = _value_and_grad(cal, U, device)
+    _close(lp, lp0)
+    _close(g, g0)
+    x = np.linspace(0.0, 1.0, 4)
+    a = _posterior(ref, U).discrepancy(x, campaign="c0", n_draws=None, seed=3)
+    b = _posterior(cal, U).discrepancy(x, campaign="c0", n_draws=None, seed=3)
+    _close(b.mean, a.mean)
+    _close(b.sd, a.sd)
