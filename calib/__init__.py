@@ -4,7 +4,7 @@ per-parameter pooling across experimental campaigns."""
 from __future__ import annotations
 
 from . import design, plugins, priors
-from .archive import ArchiveError
+from .archive import ArchiveError, ArchiveWarning
 from .calibrator import Calibrator
 from .campaign import Campaign
 from .config import load
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArchiveError",
+    "ArchiveWarning",
     "RunSet",
     "design",
     "plugins",

@@ -37,7 +37,10 @@ sizes and the total cost of checkpointing is linear in the chain length), and at
 Every reader of the chain applies the journal's whole records after the file's chain
 (:func:`_read_chain`).
 
-Nothing in the file is pickled: strings, integer and float arrays only.
+Nothing in the file is pickled: strings, integer and float arrays only. Every dataset
+carries a CRC-32 checked on load (:mod:`._checksum`), and values calib never writes (a
+chain position of 1e300, an unknown run status) are refused with the dataset and the value
+named.
 
 Storage only: nothing here imports the calibrator, the sampler, the run engine or
 ``calib.config`` (tests/calib/test_architecture.py). The pipeline writes through
@@ -48,6 +51,8 @@ through :func:`read_runs`, :func:`read_chain` and :func:`read_study`; :func:`cal
 Modules
 -------
 - :mod:`._h5`: schema constants, ``/meta``, typed readers, the atomic replace path;
+- :mod:`._checksum`: the CRC-32 beside every dataset, written with it and checked on every
+  read and copy (bit rot is an :class:`ArchiveError` naming the dataset);
 - :mod:`._journal`: the one CRC-framed append log, the runs and chain payload codecs, and
   the writer lock;
 - :mod:`.runs`: ``/runs``, :func:`read_runs` and the writer :class:`RunArchive`;
@@ -63,7 +68,7 @@ from __future__ import annotations
 # the public names, and the ones calib and its tests import from here (names not in
 # __all__ are re-exported with "as": the import is the export)
 from ._h5 import FORMAT as FORMAT
-from ._h5 import SCHEMA_VERSION, STATUSES, ArchiveError, describe, read_meta
+from ._h5 import SCHEMA_VERSION, STATUSES, ArchiveError, ArchiveWarning, describe, read_meta
 from ._journal import _lock_writer as _lock_writer
 from ._journal import _unlock_writer as _unlock_writer
 from .chain import ChainBackend as ChainBackend
@@ -75,6 +80,7 @@ from .study import StudyWriter as StudyWriter
 
 __all__ = [
     "ArchiveError",
+    "ArchiveWarning",
     "SCHEMA_VERSION",
     "STATUSES",
     "RunsRecord",

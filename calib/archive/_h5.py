@@ -34,6 +34,11 @@ class ArchiveError(Exception):
     """The archive cannot be read or written as asked (corrupt, wrong design, locked)."""
 
 
+class ArchiveWarning(UserWarning):
+    """The archive was read, with a caveat the message states (e.g. a burn-in longer than
+    an interrupted chain)."""
+
+
 # ---------------------------------------------------------------------- helpers
 def _now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -211,7 +216,17 @@ def _refuse_links(f: h5py.File, path: Path) -> None:
 def _check_meta(f: h5py.File, path: Path) -> None:
     if "meta" not in f:
         return
-    version = int(f["meta"].attrs.get("schema_version", SCHEMA_VERSION))
+    if not isinstance(f["meta"], h5py.Group):
+        raise ArchiveError(f"archive '{path}': /meta should be a group")
+    if "schema_version" not in f["meta"].attrs:
+        return
+    # an integer ≥ 1 (issue 13, item 11: "abc" gave a raw ValueError)
+    version = _attr_num(f["meta"], "schema_version", path)
+    if version < 1:
+        raise ArchiveError(
+            f"archive '{path}': /meta attribute 'schema_version' is {version}, not a schema "
+            f"version (1 or more)"
+        )
     if version > SCHEMA_VERSION:
         raise ArchiveError(
             f"archive '{path}' has schema version {version}; this calib reads up to "
@@ -246,10 +261,12 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     """What an archive holds, without loading it: ``meta`` (:func:`read_meta`), and where
     present ``runs`` (run count per status), ``emulator`` (its class), ``chain`` (shape
     and the ``info`` JSON) and ``posterior`` (True)."""
+    from ._checksum import read_checked  # it builds on this module
+
     out: dict[str, Any] = {"meta": read_meta(path)}
     with _open_h5(Path(path)) as f:
         if "runs" in f:
-            status = _strs(f["runs"]["status"][()])
+            status = _strs(read_checked(f["runs"]["status"], Path(path)))
             out["runs"] = {s: status.count(s) for s in sorted(set(status))}
         if "emulator" in f:
             cls = f["emulator"].attrs.get("class", "?")
@@ -299,23 +316,3 @@ def _attr_num(obj: Any, key: str, path: Path, kind: type = int) -> Any:
     if kind is int and (not float(v).is_integer()):
         raise ArchiveError(f"archive '{path}': {obj.name} attribute '{key}' should be an integer")
     return kind(v)
-
-
-def _dataset(g: h5py.Group, key: str, path: Path, ndim: int | None, kind: str = "f") -> np.ndarray:
-    """A numeric dataset of ``g`` checked for presence, rank and dtype kind."""
-    if key not in g:
-        raise ArchiveError(f"archive '{path}': {g.name} has no dataset '{key}'")
-    ds = g[key]
-    if not isinstance(ds, h5py.Dataset):
-        raise ArchiveError(f"archive '{path}': {ds.name} should be a dataset, got a group")
-    ok_kinds = {"f": "f", "i": "iu", "u": "u"}[kind]
-    if ds.dtype.kind not in ok_kinds or ds.dtype.fields is not None:
-        raise ArchiveError(
-            f"archive '{path}': {ds.name} should hold "
-            f"{'floats' if kind == 'f' else 'integers'}, got dtype {ds.dtype}"
-        )
-    if ndim is not None and ds.ndim != ndim:
-        raise ArchiveError(
-            f"archive '{path}': {ds.name} should have {ndim} dimension(s), got shape {ds.shape}"
-        )
-    return ds[()]

@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from ._checksum import read_checked
 from ._h5 import _json_default
 
 #: configuration keys that may change between a run and its resume
@@ -83,7 +85,8 @@ def _arrays_differ(stored: h5py.Group, key: str, given: Any) -> bool:
         return True
     if given is None:
         return False
-    a = np.asarray(stored[key][()], dtype=float)
+    # checked: a damaged campaign is an ArchiveError, not "its data differ"
+    a = np.asarray(read_checked(stored[key], Path(stored.file.filename)), dtype=float)
     b = np.asarray(given, dtype=float)
     return a.shape != b.shape or not np.array_equal(a, b, equal_nan=True)
 

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from ..checkpoint import Checkpoint
+from ._checksum import _dataset, create_checked
 from ._h5 import (
     _RNG_WORDS,
     _STR,
@@ -22,7 +23,6 @@ from ._h5 import (
     _attr_num,
     _attr_str,
     _check_meta,
-    _dataset,
     _json_default,
     _open_h5,
     _strs,
@@ -143,11 +143,11 @@ class ChainBackend(emcee.backends.Backend):
 
 def _write_chain(f: h5py.File, cp: Checkpoint, config: dict[str, Any]) -> None:
     g = f.create_group("chain")
-    g.create_dataset("chain", data=np.asarray(cp.chain, dtype="<f8"))
-    g.create_dataset("log_prob", data=np.asarray(cp.log_prob, dtype="<f8"))
-    g.create_dataset("accepted", data=np.asarray(cp.accepted, dtype="<i8"))
+    create_checked(g, "chain", np.asarray(cp.chain, dtype="<f8"))
+    create_checked(g, "log_prob", np.asarray(cp.log_prob, dtype="<f8"))
+    create_checked(g, "accepted", np.asarray(cp.accepted, dtype="<i8"))
     name, keys, pos, has_gauss, cached = cp.rng_state
-    g.create_dataset("rng_key", data=np.asarray(keys, dtype="<u4"))
+    create_checked(g, "rng_key", np.asarray(keys, dtype="<u4"))
     g.attrs["rng_bit_generator"] = str(name)
     g.attrs["rng_pos"] = int(pos)
     g.attrs["rng_has_gauss"] = int(has_gauss)
@@ -168,6 +168,48 @@ def _check_rng_key(key: np.ndarray, where: str) -> None:
         raise ArchiveError(
             f"{where} is all zeros: not a usable MT19937 state (the generator would return "
             f"0 for ever); the file is damaged"
+        )
+
+
+#: The largest unconstrained coordinate a chain can hold. Beyond it the square of the
+#: position overflows float64 (1e155**2 = inf), so no Gaussian prior, log-Jacobian or
+#: quadratic form gives it a finite log-posterior: such a value was not drawn by a sampler.
+_MAX_U = 1e150
+
+
+def _check_values(
+    chain: np.ndarray,
+    log_prob: np.ndarray,
+    where: str,
+    names: tuple[str, str],
+    first_step: int = 0,
+) -> None:
+    """Refuse positions and log-probabilities a sampler cannot have written.
+
+    A position is finite and within ±:data:`_MAX_U`; a log-probability is finite or −inf
+    (a walker the log-posterior rejects), never NaN or +inf (emcee would accept every move
+    towards +inf, and NaN is never written). ``where`` names the file (or journal
+    record) and ``names`` the two arrays; the message gives the first bad value and where
+    it is (issue 13, item 3).
+    """
+    bad = ~np.isfinite(chain) | (np.abs(chain) > _MAX_U)
+    if bad.any():
+        i, w, d = (int(k) for k in np.argwhere(bad)[0])
+        v = chain[i, w, d]
+        what = "NaN or inf" if not np.isfinite(v) else f"a value beyond ±{_MAX_U:g}"
+        raise ArchiveError(
+            f"{where} {names[0]} contains {what}: {float(v)!r} at step {first_step + i}, walker {w}, "
+            f"coordinate {d} (an unconstrained position no sampler reaches); the file is "
+            f"damaged or was edited"
+        )
+    bad = np.isnan(log_prob) | (log_prob == np.inf)
+    if bad.any():
+        i, w = (int(k) for k in np.argwhere(bad)[0])
+        v = log_prob[i, w]
+        raise ArchiveError(
+            f"{where} {names[1]} contains {'NaN' if np.isnan(v) else '+inf'}"
+            f": {float(v)!r} at step {first_step + i}, walker {w} (a log-posterior is finite or "
+            f"-inf); the file is damaged or was edited"
         )
 
 
@@ -195,10 +237,7 @@ def _read_checkpoint(f: h5py.File, path: Path) -> Checkpoint:
         raise ArchiveError(
             f"archive '{path}': /chain/rng_key has shape {key.shape}, expected ({_RNG_WORDS},)"
         )
-    if not np.isfinite(chain).all():
-        raise ArchiveError(f"archive '{path}': /chain/chain contains NaN or inf")
-    if np.isnan(log_prob).any():  # −inf is a rejected walker; NaN is never written
-        raise ArchiveError(f"archive '{path}': /chain/log_prob contains NaN")
+    _check_values(chain, log_prob, f"archive '{path}':", ("/chain/chain", "/chain/log_prob"))
     _check_rng_key(key, f"archive '{path}': /chain/rng_key")
     iteration = _attr_num(g, "iteration", path)
     if iteration != n:
@@ -281,8 +320,13 @@ def _read_chain(f: h5py.File, path: Path, log: bytes) -> tuple[Checkpoint, int, 
                 f"chain journal '{jpath}': a record has {rec.chain.shape[1]} walkers × "
                 f"{rec.chain.shape[2]} coordinates, the chain of '{path}' {w} × {d}"
             )
-        if not np.isfinite(rec.chain).all():
-            raise ArchiveError(f"chain journal '{jpath}': a record's chain holds NaN or inf")
+        _check_values(
+            rec.chain,
+            rec.log_prob,
+            f"chain journal '{jpath}': the record at step {rec.n_start}:",
+            ("chain", "log_prob"),
+            first_step=rec.n_start,
+        )
         n += rows
         chains.append(rec.chain)
         log_probs.append(rec.log_prob)

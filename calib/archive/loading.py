@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ._checksum import _dataset, check_tree, read_checked
 from ._h5 import (
     FORMAT,
     SCHEMA_VERSION,
     ArchiveError,
+    ArchiveWarning,
     _attr_num,
     _attr_str,
-    _dataset,
     _open_h5,
     _strs,
 )
@@ -123,7 +125,7 @@ def _read_state(g: h5py.Group, path: Path) -> dict[str, Any]:
             return
         kind = obj.attrs.get("kind", "array")
         kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-        value = obj[()]
+        value = read_checked(obj, path)
         if kind == "str":
             if not isinstance(value, (bytes, str)):
                 raise ArchiveError(f"archive '{path}': {obj.name} should be a string")
@@ -271,6 +273,41 @@ def _read_campaigns(f: h5py.File, path: Path) -> list[dict[str, Any]]:
     return campaigns
 
 
+def _stored_burn(config: dict[str, Any], cp: Any, path: Path) -> int | None:
+    """The stored burn-in (the sampling settings', else the chain's), checked.
+
+    ``sample()`` refuses a burn that is not below its budget ``n_steps``, so a stored one
+    that is not is an edit or damage: an :class:`ArchiveError`. A burn beyond the chain
+    *is* possible (a run killed, or stopped by its time budget, before its burn-in ended):
+    the posterior then keeps the chain's last step only (``burn = n − 1``), said with an
+    :class:`ArchiveWarning` (issue 13, item 11).
+    """
+    sample = config.get("sample", {})
+    if not isinstance(sample, dict):
+        raise ArchiveError(f"archive '{path}': /meta configuration 'sample' should be an object")
+    where = "/meta configuration sample.burn" if "burn" in sample else "/chain info burn"
+    burn = sample.get("burn", cp.info.get("burn"))
+    if burn is None:
+        return None
+    if isinstance(burn, bool) or not isinstance(burn, int) or burn < 0:
+        raise ArchiveError(f"archive '{path}': {where} {burn!r} is not a count of steps")
+    budget = sample.get("n_steps")
+    if isinstance(budget, int) and not isinstance(budget, bool) and burn >= budget:
+        raise ArchiveError(
+            f"archive '{path}': {where} {burn} is not below the budget n_steps {budget} the "
+            f"chain was sampled with (sample() refuses that): the file is damaged or was edited"
+        )
+    if burn >= cp.n_steps:
+        warnings.warn(
+            f"archive '{path}': {where} is {burn}, but the chain holds {cp.n_steps} steps "
+            f"(the run was interrupted before its burn-in ended): the posterior keeps the "
+            f"last step only (burn {cp.n_steps - 1}); resume it (resume=True) to go on",
+            ArchiveWarning,
+            stacklevel=4,
+        )
+    return burn
+
+
 def _read_study(f: h5py.File, path: Path, simulator: Any, log: bytes) -> StudyRecord:
     config = _read_config(f, path)
     campaigns = _read_campaigns(f, path)
@@ -294,9 +331,10 @@ def _read_study(f: h5py.File, path: Path, simulator: Any, log: bytes) -> StudyRe
         raise ArchiveError(f"archive '{path}': /meta configuration mode {mode!r} is unknown")
     # ------------------------------------------------------------ the chain
     cp = _read_chain(f, path, log)[0]
-    burn = config.get("sample", {}).get("burn", cp.info.get("burn"))
-    if burn is not None and not (isinstance(burn, int) and 0 <= burn):
-        raise ArchiveError(f"archive '{path}': stored burn {burn!r} is not a count of steps")
+    burn = _stored_burn(config, cp, path)
+    if "posterior" in f:
+        # not needed to rebuild the posterior (it is recomputed), but damage is said
+        check_tree(f["posterior"], path)
     return StudyRecord(
         path=path,
         config=config,

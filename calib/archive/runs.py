@@ -14,7 +14,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..runset import FINISHED, OK, RunSet
+from ..runset import FINISHED, OK, PENDING, STATUSES, RunSet
+from ._checksum import _dataset, copy_checked, create_checked, read_checked
 from ._h5 import (
     _STR,
     SCHEMA_VERSION,
@@ -66,8 +67,14 @@ def _apply(runs: RunSet, rec: dict[str, Any]) -> None:
     if math.isfinite(runs.finished_at[i]) and runs.finished_at[i] > t:
         return
     y = rec.get("y")
+    if rec["status"] not in FINISHED:
+        raise ArchiveError(
+            f"journal record for run {i} has status {rec['status']!r}, not one of {FINISHED}"
+        )
     if rec["status"] == OK and (y is None or len(y) != m):
         raise ArchiveError(f"journal record for run {i} has {y!r} outputs, expected {m}")
+    if rec["status"] == OK and not np.isfinite(np.asarray(y, dtype=float)).all():
+        raise ArchiveError(f"journal record for run {i} is 'ok' with outputs {y!r} (NaN or inf)")
     runs._record(
         i,
         str(rec["status"]),
@@ -91,32 +98,43 @@ def _write_runs(f: h5py.File, r: RunSet) -> None:
     g.attrs["input_names"] = np.array(r.input_names, dtype=_STR)
     g.attrs["parameter_names"] = np.array(r.parameter_names, dtype=_STR)
     g.attrs["output_names"] = np.array(r.output_names, dtype=_STR)
-    g.create_dataset("design", data=r.design.astype("<f8"))
-    g.create_dataset("outputs", data=r.all_outputs.astype("<f8"))
-    g.create_dataset("status", data=np.array(_strs(r.status), dtype=_STR))
-    g.create_dataset("error", data=np.array(_strs(r.errors), dtype=_STR))
-    g.create_dataset("attempts", data=r.attempts.astype("<i4"))
-    g.create_dataset("elapsed", data=r.elapsed.astype("<f8"))
-    g.create_dataset("finished_at", data=r.finished_at.astype("<f8"))
+    create_checked(g, "design", r.design.astype("<f8"))
+    create_checked(g, "outputs", r.all_outputs.astype("<f8"))
+    create_checked(g, "status", np.array(_strs(r.status), dtype=_STR))
+    create_checked(g, "error", np.array(_strs(r.errors), dtype=_STR))
+    create_checked(g, "attempts", r.attempts.astype("<i4"))
+    create_checked(g, "elapsed", r.elapsed.astype("<f8"))
+    create_checked(g, "finished_at", r.finished_at.astype("<f8"))
 
 
 def _read_runs_group(f: h5py.File, path: Path, cls: type[RunSet] = RunSet) -> RunSet | None:
     if "runs" not in f:
         return None
     g = f["runs"]
+    if not isinstance(g, h5py.Group):
+        raise ArchiveError(f"archive '{path}': /runs should be a group")
+
+    def text(key: str) -> np.ndarray:
+        if key not in g or not isinstance(g[key], h5py.Dataset):
+            raise KeyError(key)
+        value = read_checked(g[key], path)
+        if g[key].dtype.kind not in "OSU" or np.ndim(value) != 1:
+            raise ArchiveError(f"archive '{path}': /runs/{key} should be a list of strings")
+        return np.array(_strs(value), dtype=object)
+
     try:
         a = g.attrs
-        return cls(
+        runs = cls(
             tuple(_strs(a["input_names"])),
             tuple(_strs(a["parameter_names"])),
             tuple(_strs(a["output_names"])),
-            g["design"][()],
-            g["outputs"][()],
-            np.array(_strs(g["status"][()]), dtype=object),
-            np.array(_strs(g["error"][()]), dtype=object),
-            g["attempts"][()].astype(np.int32),
-            g["elapsed"][()],
-            g["finished_at"][()],
+            _dataset(g, "design", path, 2),
+            _dataset(g, "outputs", path, 2),
+            text("status"),
+            text("error"),
+            _dataset(g, "attempts", path, 1, "i").astype(np.int32),
+            _dataset(g, "elapsed", path, 1),
+            _dataset(g, "finished_at", path, 1),
             str(a["design_fingerprint"]),
             str(a.get("method", "array")),
             int(a["seed"]) if "seed" in a else None,
@@ -124,6 +142,69 @@ def _read_runs_group(f: h5py.File, path: Path, cls: type[RunSet] = RunSet) -> Ru
         )
     except KeyError as exc:
         raise ArchiveError(f"archive '{path}': /runs is incomplete, missing {exc}") from None
+    _check_runs(runs, path)
+    return runs
+
+
+def _check_runs(r: RunSet, path: Path) -> None:
+    """Refuse a ``/runs`` that the run engine cannot have written (issue 13, item 3).
+
+    What is impossible: a status outside :data:`~calib.runset.STATUSES`; a design that is
+    not finite (a design refuses NaN and inf); an ``ok`` run with a NaN or inf output (the
+    worker classifies those ``invalid``); a run that is not ``ok`` with an output that is
+    not NaN (only an ``ok`` run's outputs are recorded); a finished run with no attempt or
+    no finish time; a pending run with either; a negative or infinite ``elapsed``. A large
+    finite output of an ``ok`` run is possible (a simulator may return it) and is kept.
+    """
+    n, m = len(r.status), len(r.output_names)
+
+    def refuse(dataset: str, i: int, what: str) -> None:
+        raise ArchiveError(
+            f"archive '{path}': /runs/{dataset} of run {i} is {what}; the run engine never "
+            f"writes that: the file is damaged or was edited"
+        )
+
+    shapes = {
+        "design": (r.design.shape, (n, len(r.names))),
+        "outputs": (r.all_outputs.shape, (n, m)),
+        "error": (r.errors.shape, (n,)),
+        "attempts": (r.attempts.shape, (n,)),
+        "elapsed": (r.elapsed.shape, (n,)),
+        "finished_at": (r.finished_at.shape, (n,)),
+    }
+    for name, (got, want) in shapes.items():
+        if got != want:
+            raise ArchiveError(
+                f"archive '{path}': /runs/{name} has shape {got}, expected {want} ({n} runs "
+                f"in /runs/status, columns {list(r.names)}, outputs {list(r.output_names)})"
+            )
+    known = np.isin(r.status, STATUSES)
+    if not known.all():
+        i = int(np.flatnonzero(~known)[0])
+        refuse("status", i, f"{r.status[i]!r}, not one of {list(STATUSES)}")
+    if not np.isfinite(r.design).all():
+        i = int(np.flatnonzero(~np.isfinite(r.design).all(axis=1))[0])
+        refuse("design", i, f"{r.design[i].tolist()} (NaN or inf)")
+    ok = r.status == OK
+    bad = ok & ~np.isfinite(r.all_outputs).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        refuse("outputs", i, f"{r.all_outputs[i].tolist()} (NaN or inf) with status 'ok'")
+    bad = ~ok & ~np.isnan(r.all_outputs).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        refuse("outputs", i, f"{r.all_outputs[i].tolist()} with status {r.status[i]!r}")
+    pending = r.status == PENDING
+    for name, values, wrong in (
+        ("attempts", r.attempts, (r.attempts < 0) | (pending & (r.attempts != 0))),
+        ("attempts", r.attempts, ~pending & (r.attempts < 1)),
+        ("finished_at", r.finished_at, ~pending & ~np.isfinite(r.finished_at)),
+        ("finished_at", r.finished_at, pending & ~np.isnan(r.finished_at)),
+        ("elapsed", r.elapsed, (r.elapsed < 0) | np.isinf(r.elapsed)),
+    ):
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            refuse(name, i, f"{values[i].item()!r} with status {r.status[i]!r}")
 
 
 def read_runs(path: str | os.PathLike) -> RunsRecord:
@@ -325,7 +406,7 @@ class RunArchive:
                         dst.attrs[key] = value
                     for name in src:
                         if name != "runs":
-                            src.copy(src[name], dst, name=name)
+                            copy_checked(src, name, dst, self.path)
             _write_meta(dst)
             _write_runs(dst, runs)
 

@@ -7,6 +7,7 @@ through :class:`StudyWriter` and read back by :func:`calib.archive.read_study` (
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ import h5py
 import numpy as np
 
 from ..checkpoint import Checkpoint
+from ._checksum import copy_checked, create_checked
 from ._h5 import (
     _STR,
     ArchiveError,
@@ -64,6 +66,19 @@ def _simulator_identity(obj: Any) -> dict[str, Any]:
         "parameter_names": [str(s) for s in (getattr(obj, "parameter_names", None) or ())],
         "output_names": [str(s) for s in (getattr(obj, "output_names", None) or ())],
     }
+
+
+def _carry(f: h5py.File, path: Path) -> h5py.File:
+    """The groups of ``f`` a study writer does not own, verified, in an in-memory file."""
+    mem = h5py.File(io.BytesIO(), "w")
+    try:
+        for name in f:
+            if name not in _STUDY_GROUPS:
+                copy_checked(f, name, mem, path)
+    except BaseException:
+        mem.close()
+        raise
+    return mem
 
 
 def _group_name(name: str) -> str:
@@ -124,6 +139,11 @@ class StudyWriter:
         self._held = 0  # steps in the file and the chain journal together
         self._must_fold = False  # an append failed and its torn bytes could not be removed
         self.created: str | None = None
+        # the groups of the file this writer does not own (/runs), checked and held in
+        # memory from open() on: a rewrite copies them from here and never reopens the
+        # file, which another program's write handle would make HDF5 refuse (issue 13,
+        # item 12); the writer lock keeps every other calib writer out meanwhile
+        self._carried: h5py.File | None = None
         self.full_writes = 0  # complete rewrites of the file by this writer (tests, benchmark)
 
     # -- lifecycle -------------------------------------------------------------
@@ -157,6 +177,7 @@ class StudyWriter:
                             )
                         stored, self._folded, keep = _read_chain(f, self.path, log)
                         self._check_same(f)
+                    self._carried = _carry(f, self.path)
             if stored is not None:
                 self._check_compatible(stored)
                 self._held = stored.n_steps
@@ -212,6 +233,9 @@ class StudyWriter:
 
     def close(self) -> None:
         self._close_log()
+        if self._carried is not None:
+            carried, self._carried = self._carried, None
+            carried.close()
         if self._fd is not None:
             fd, self._fd = self._fd, None
             _unlock_writer(fd)
@@ -246,7 +270,12 @@ class StudyWriter:
         if self._fd is None:
             raise ArchiveError(f"archive '{self.path}' is not open for writing")
         if self._must_rewrite(cp.n_steps, posterior):
-            self._rewrite(cp, posterior)
+            try:
+                self._rewrite(cp, posterior)
+            except ArchiveError as exc:
+                if posterior is None:
+                    raise  # the run stops; what it checkpointed before is intact
+                self._recover(cp, posterior, exc)
         else:
             self._append(cp)
 
@@ -293,23 +322,41 @@ class StudyWriter:
             f"'{self.path}' is intact"
         )
 
-    def _rewrite(self, cp: Checkpoint, posterior: Any) -> None:
+    def _build(self, cp: Checkpoint, posterior: Any) -> Any:
+        """The ``build(f)`` of a complete file holding ``cp`` (and ``posterior``)."""
+
         def build(dst: h5py.File) -> None:
-            if self.path.exists():
-                with _open_h5(self.path) as src:
-                    for name in src:
-                        if name not in _STUDY_GROUPS:
-                            src.copy(src[name], dst, name=name)
+            if self._carried is not None:
+                for name in self._carried:
+                    self._carried.copy(self._carried[name], dst, name=name)
             self._write_static(dst)
             _write_chain(dst, cp, self.config)
             if posterior is not None:
                 _write_posterior(dst, posterior)
 
+        return build
+
+    def _recover(self, cp: Checkpoint, posterior: Any, exc: ArchiveError) -> None:
+        """The last checkpoint could not replace the archive: write the whole result beside
+        it, ``<archive>.recovered.h5``, rather than lose it, and say where (issue 13,
+        item 12). Always raises :class:`ArchiveError`."""
+        beside = self.path.with_name(self.path.name + ".recovered.h5")
+        try:
+            replace_atomically(beside, self._build(cp, posterior), fsync=self.fsync)
+        except ArchiveError as again:
+            raise ArchiveError(f"{exc}; writing the result beside it failed too: {again}") from exc
+        raise ArchiveError(
+            f"{exc}. The complete result ({cp.n_steps} steps and the posterior's summaries) "
+            f"was written beside it instead, to '{beside}': calib.load('{beside}') reads it; "
+            f"move it over '{self.path}' to make it the archive"
+        ) from exc
+
+    def _rewrite(self, cp: Checkpoint, posterior: Any) -> None:
         # built in memory and written with plain os.write (replace_atomically): HDF5 never
         # meets a failing write, and a full disk is an OSError before anything is replaced
         replace_atomically(
             self.path,
-            build,
+            self._build(cp, posterior),
             fsync=self.fsync,
             error=lambda exc: self._write_error(cp, self.path, exc),
         )
@@ -350,11 +397,11 @@ class StudyWriter:
         for c in self.calibrator.campaigns:
             cg = g.create_group(_group_name(c.name))
             cg.attrs["name"] = c.name
-            cg.create_dataset("y", data=np.asarray(c.y, dtype="<f8"))
+            create_checked(cg, "y", np.asarray(c.y, dtype="<f8"))
             if c.x is not None:
-                cg.create_dataset("x", data=np.asarray(c.x, dtype="<f8"))
+                create_checked(cg, "x", np.asarray(c.x, dtype="<f8"))
             if c.noise_sd is not None:
-                cg.create_dataset("noise_sd", data=np.asarray(c.noise_sd, dtype="<f8"))
+                create_checked(cg, "noise_sd", np.asarray(c.noise_sd, dtype="<f8"))
 
 
 def _write_state(g: h5py.Group, state: dict[str, Any]) -> None:
@@ -362,16 +409,16 @@ def _write_state(g: h5py.Group, state: dict[str, Any]) -> None:
     the attribute ``kind`` (``array``, ``str``, ``float``, ``int``) says which."""
     for key, value in state.items():
         if isinstance(value, str):
-            ds = g.create_dataset(key, data=value, dtype=_STR)
+            ds = create_checked(g, key, value, dtype=_STR)
             ds.attrs["kind"] = "str"
         elif isinstance(value, (bool, int, np.integer)) and not isinstance(value, np.ndarray):
-            ds = g.create_dataset(key, data=np.int64(value))
+            ds = create_checked(g, key, np.int64(value))
             ds.attrs["kind"] = "int"
         elif isinstance(value, (float, np.floating)):
-            ds = g.create_dataset(key, data=np.float64(value))
+            ds = create_checked(g, key, np.float64(value))
             ds.attrs["kind"] = "float"
         else:
-            ds = g.create_dataset(key, data=np.asarray(value))
+            ds = create_checked(g, key, np.asarray(value))
             ds.attrs["kind"] = "array"
 
 
@@ -379,7 +426,7 @@ def _write_posterior(f: h5py.File, posterior: Any) -> None:
     g = f.create_group("posterior")
     g.attrs["burn"] = int(posterior.burn)
     rows = posterior.summary().rows
-    g.create_dataset("quantity", data=np.array([r["name"] for r in rows], dtype=_STR))
+    create_checked(g, "quantity", np.array([r["name"] for r in rows], dtype=_STR))
     for col in ("mean", "sd", "q5", "q50", "q95", "ess", "rhat"):
-        g.create_dataset(col, data=np.array([r[col] for r in rows], dtype="<f8"))
-    g.create_dataset("acceptance", data=np.asarray(posterior.acceptance, dtype="<f8"))
+        create_checked(g, col, np.array([r[col] for r in rows], dtype="<f8"))
+    create_checked(g, "acceptance", np.asarray(posterior.acceptance, dtype="<f8"))
