@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._data_only import data_only_sd
 from ._threads import torch_threads
 from ._validation import check_int, check_seed
 from .blocks import CompletePooling, PartialPooling
@@ -52,13 +53,20 @@ CORRELATION_HIGH = 0.5
 #: Σ (η̂ − ȳ)²) while the data have not pinned θ (contraction below ``CONTRACTION_PINNED``)
 SHARE_HIGH = 1.0 / 3.0
 CONTRACTION_PINNED = 0.9
+#: "widened by δ" at or above this ratio of the posterior sd to the sd the data alone give
+#: with δ absent (calib/_data_only.py). Any GP δ that can mimic the simulator's sensitivity
+#: widens θ (measured, tests and the simple machine: δ truly zero 17×, δ constrained 13×,
+#: S-GaSP 14×); far beyond that, δ takes up what θ explains and θ's value rests on δ's
+#: prior (Brynjarsdóttir & O'Hagan's simple machine with a GP δ 49×, θ exactly confounded
+#: with a constant δ 57×). A heuristic between the two groups, documented as such.
+WIDENING_HIGH = 25.0
 #: prior draws for the Monte Carlo prior variance of a partially pooled θ
 PRIOR_DRAWS = 4000
 #: δ predictions at most this many entries (points × outputs) at a time: the conditional's
 #: covariance and its draws grow with the square and cube of that number
 _CHUNK = 128
 
-BARELY, TRADED = "barely informed", "traded against δ"
+BARELY, TRADED, WIDENED = "barely informed", "traded against δ", "widened by δ"
 
 
 class IdentifiabilityWarning(UserWarning):
@@ -116,6 +124,7 @@ class IdentifiabilityReport:
                 "correlation_high": CORRELATION_HIGH,
                 "share_high": SHARE_HIGH,
                 "contraction_pinned": CONTRACTION_PINNED,
+                "widening_high": WIDENING_HIGH,
             },
         }
 
@@ -123,7 +132,7 @@ class IdentifiabilityReport:
         def num(v: Any, fmt: str) -> str:
             return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
-        cols = ("parameter", "contraction", "max|corr|", "with", "δ share", "flags")
+        cols = ("parameter", "contraction", "max|corr|", "with", "δ share", "δ widens", "flags")
         cells = [
             (
                 r["name"],
@@ -131,6 +140,7 @@ class IdentifiabilityReport:
                 num(r["max_abs_corr"], ".3f"),
                 r["corr_with"] or "-",
                 num(r["delta_share"], ".3f"),
+                num(r.get("widening"), ".1f"),
                 ", ".join(r["flags"]) or "-",
             )
             for r in self.rows
@@ -139,7 +149,7 @@ class IdentifiabilityReport:
 
         def line(row: tuple[str, ...]) -> str:  # text columns left, numbers right
             return "  ".join(
-                f"{v:<{w[k]}}" if k in (0, 3, 5) else f"{v:>{w[k]}}" for k, v in enumerate(row)
+                f"{v:<{w[k]}}" if k in (0, 3, 6) else f"{v:>{w[k]}}" for k, v in enumerate(row)
             ).rstrip()
 
         out = [line(cols), "-" * len(line(cols))] + [line(row) for row in cells]
@@ -166,9 +176,11 @@ class Identifiability:
         ``Σ δ̂² / (Σ δ̂² + Σ (η̂ − ȳ)²)`` over the observed entries that inform it (δ̂ and
         η̂ the posterior means of δ and of the simulator there, ȳ the observations' mean;
         per output when the outputs have no coordinates, since they may have different
-        units). A parameter is flagged "barely informed" when its contraction is below
-        0.5, "traded against δ" when |corr| ≥ 0.5 or the δ share is ≥ 1/3 while the
-        contraction is below 0.9.
+        units); and how much δ widens it, its posterior sd over the sd the data alone give
+        with δ absent (Gauss–Newton at the posterior mean, calib/_data_only.py). A
+        parameter is flagged "barely informed" when its contraction is below 0.5, "traded
+        against δ" when |corr| ≥ 0.5 or the δ share is ≥ 1/3 while the contraction is
+        below 0.9, "widened by δ" when the widening is ≥ 25.
 
         Parameters
         ----------
@@ -209,6 +221,8 @@ class Identifiability:
         flat = self.flat_unconstrained() if hyper else None
         delta = model.disc_block is not None
         shares = [] if cheap or not delta else _delta_shares(self, n_draws, seed)
+        # the simulator at 2K + 1 points: not for summary(), which must not run it
+        data_sd = {} if cheap or not delta else data_only_sd(self, entries)
         several = len(model.campaign_names) > 1
         rows, messages = [], []
         for e in entries:
@@ -224,7 +238,10 @@ class Identifiability:
             if shares:
                 key = e["campaign"] if several else None
                 share = max(s["share"] for s in shares if s["campaign"] == key)
+            widening = math.sqrt(post_var) / data_sd[e["name"]] if e["name"] in data_sd else None
             flags = _flags(contraction, max_corr, share, delta)
+            if widening is not None and widening >= WIDENING_HIGH:
+                flags.append(WIDENED)
             row = {
                 "name": e["name"],
                 "parameter": e["parameter"],
@@ -236,6 +253,8 @@ class Identifiability:
                 "max_abs_corr": max_corr,
                 "corr_with": with_,
                 "delta_share": share,
+                "data_sd": data_sd.get(e["name"]),
+                "widening": widening,
                 "flags": flags,
             }
             rows.append(row)
@@ -276,8 +295,14 @@ def _message(row: dict, corr: float | None) -> str:
         if row["delta_share"] is not None and row["delta_share"] >= SHARE_HIGH:
             why.append(f"δ carries {row['delta_share']:.0%} of the fitted signal")
         said.append(f"traded against δ ({'; '.join(why)})")
+    if WIDENED in row["flags"]:
+        said.append(
+            f"widened by δ (its posterior sd is {row['widening']:.0f}× the {row['data_sd']:.3g} "
+            f"the data alone give with δ absent: δ takes up what {p} explains, so its value "
+            f"rests on δ's prior; compare a run without δ)"
+        )
     tries = []
-    if TRADED in row["flags"]:
+    if TRADED in row["flags"] or WIDENED in row["flags"]:
         tries.append(
             "tell δ what you know: Discrepancy(..., zero_at=X0) where the model is exact "
             "(and zero_slope_at=X1 where its slope is), or process='sgasp', which keeps δ "
