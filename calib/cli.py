@@ -1,7 +1,8 @@
 """The ``calib`` command: run a study file, read a study archive without Python.
 
 ``calib run STUDY.toml`` (the whole pipeline, docs/study.md), ``calib summary FILE``,
-``calib info FILE``, ``calib predict FILE --x CSV`` and ``calib plugins`` (docs/cli.md).
+``calib info FILE``, ``calib predict FILE --x CSV``, ``calib plot FILE --out DIR``,
+``calib report FILE -o report.html`` and ``calib plugins`` (docs/cli.md).
 Exit status: 0 ok, 1 error (one line on stderr; the traceback only with ``--debug``),
 2 usage, 3 the posterior has not converged (``run``, ``summary``).
 """
@@ -53,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--new-campaign", action="store_true", help="in a campaign not yet seen")
     p.add_argument("-o", "--output", type=Path, help="write a CSV here (default: stdout)")
     p.add_argument("--draws", type=int, default=500, help="posterior draws to use (500)")
+    f = sub.add_parser("plot", help="the figures of a study archive, as PNG files")
+    f.add_argument("archive", type=Path)
+    f.add_argument("--out", required=True, type=Path, help="folder for the figures (made)")
+    h = sub.add_parser("report", help="one self-contained HTML report of a study archive")
+    h.add_argument("archive", type=Path)
+    h.add_argument(
+        "-o", "--output", type=Path, help="the HTML file (default: beside the archive, .html)"
+    )
+    h.add_argument("--title", help="the report's heading")
     sub.add_parser("plugins", help="the simulators and emulators installed as plug-ins")
     return ap
 
@@ -197,6 +207,31 @@ def _read_csv(path: Path, names: list[str]) -> np.ndarray:
     return data[:, [header.index(n) for n in names]]
 
 
+def _plot(args) -> int:
+    import calib
+
+    from .interfaces import is_emulator
+    from .plotting import save_all
+
+    post = calib.load(args.archive)
+    model = post.calibrator.model_object
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in save_all(post, args.out, emulator=model if is_emulator(model) else None):
+        print(path)
+    return EXIT_OK
+
+
+def _report(args) -> int:
+    import calib
+
+    from .report import write_report
+
+    post = calib.load(args.archive)
+    out = args.output if args.output is not None else args.archive.with_suffix(".html")
+    print(write_report(post, out, title=args.title))
+    return EXIT_OK
+
+
 def _plugins(args) -> int:
     from . import plugins
 
@@ -221,6 +256,8 @@ _COMMANDS = {
     "summary": _summary,
     "info": _info,
     "predict": _predict,
+    "plot": _plot,
+    "report": _report,
     "plugins": _plugins,
 }
 
