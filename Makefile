@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install demo test test-slow bench lint docs clean
+.PHONY: install demo test test-slow test-manual bench lint docs clean
 
 # Debian's chromium renders the HTML report in tests/test_report.py (skipped without it):
 # installed through apt only where apt exists and we are root (CI), and never fatal
@@ -32,11 +32,15 @@ demo: install
 
 # the suite without the long statistical tests (under 15 minutes on 2 cores)
 test: install
-	$(BIN)/python -m pytest -q -ra -m "not slow"
+	$(BIN)/python -m pytest -q -ra -m "not slow and not manual"
 
 # the long statistical tests (simulation-based calibration, ...); CI runs both
 test-slow: install
 	$(BIN)/python -m pytest -q -ra -m slow
+
+# statistical checks longer than CI's 45 minutes allow (run before a release; ~25 minutes)
+test-manual: install
+	$(BIN)/python -m pytest -q -ra -m manual
 
 # the documentation site (mkdocs.yml) into site/; strict: any warning fails the build
 docs: install

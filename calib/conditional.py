@@ -27,6 +27,7 @@ def predictive(
     campaign: int | None,
     what: str,
     theta_new: torch.Tensor | None = None,
+    disc_scale_new: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact Gaussian conditional of δ or of reality ζ = η + δ at new points, per draw.
 
@@ -46,6 +47,8 @@ def predictive(
     campaign : index of an existing campaign, or None for a new campaign
     what : "discrepancy" or "reality"
     theta_new : (S, q), required when ``campaign`` is None
+    disc_scale_new : (S,), σ_δ of the new campaign when δ's scales are pooled
+        (docs/model.md §3c; required then when ``campaign`` is None)
 
     Returns
     -------
@@ -59,6 +62,8 @@ def predictive(
     U = U.to(model.device)
     if theta_new is not None:
         theta_new = theta_new.to(model.device)
+    if disc_scale_new is not None:
+        disc_scale_new = disc_scale_new.to(model.device)
     parts = model._unpack(U)
     theta = parts["theta"]
     S = theta.shape[0]
@@ -97,7 +102,8 @@ def predictive(
         if model.output_coords is not None:
             feats.append(model.output_coords[jj])
         z_new = np.concatenate(feats, axis=1)
-        kind, sc, ls = model.discrepancy.kernel, parts["disc_scale"], parts["disc_ls"]
+        kind, ls = model.discrepancy.kernel, parts["disc_ls"]
+        sc = _scale(parts, campaign, disc_scale_new)
         same_out = (
             (jj[:, None] == jj[None, :]) if model.split_outputs else np.ones((n_star, n_star), bool)
         )
@@ -139,3 +145,15 @@ def predictive(
         prior = prior - A.transpose(1, 2) @ A
     cov = 0.5 * (prior + prior.transpose(1, 2))
     return mean.reshape(S, n_new, m).to(dev), cov.to(dev), failed.to(dev)
+
+
+def _scale(parts: dict, campaign: int | None, new: torch.Tensor | None) -> torch.Tensor:
+    """σ_δ of the δ that is predicted, per draw ``(S,)``: the common one, or with pooled
+    scales the campaign's σ_δℓ (a new campaign's: ``new``, drawn from the population)."""
+    if "disc_scale" in parts:
+        return parts["disc_scale"]
+    if campaign is not None:
+        return parts["disc_scales"][:, campaign]
+    if new is None:
+        raise ValueError("δ's scales are pooled: a new campaign's δ needs disc_scale_new")
+    return new

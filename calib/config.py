@@ -48,7 +48,7 @@ from .archive import ArchiveError
 from .archive.loading import StudyRecord, read_study
 from .calibrator import Calibrator
 from .campaign import Campaign
-from .discrepancy import DISCREPANCY_MODES, KERNELS, PROCESSES, Discrepancy
+from .discrepancy import DISCREPANCY_MODES, KERNELS, PROCESSES, SCALES, Discrepancy
 from .interfaces import MissingSimulator, is_emulator
 from .likelihood import NOISE_MODES
 from .parameters import POOLING_MODES, Parameter
@@ -67,7 +67,8 @@ _KEYS = tuple(
 )
 _PARAMETER_KEYS = ("name", "lower", "upper", "prior", "pooling", "centered", "value")
 _DISCREPANCY_KEYS = tuple(
-    "mode kernel scale_prior lengthscale_prior zero_at zero_slope_at process scaling".split()
+    "mode kernel scale_prior lengthscale_prior zero_at zero_slope_at process scaling scale "
+    "hyperpriors".split()
 )
 _CAMPAIGN_KEYS = ("name", "x", "y", "noise_sd")
 
@@ -216,23 +217,22 @@ def _discrepancy(value: Any) -> Discrepancy:
         raise ValueError(f"discrepancy: missing key 'mode' (one of {list(DISCREPANCY_MODES)})")
     mode = _one_of(value["mode"], "discrepancy.mode", DISCREPANCY_MODES)
     kernel = _one_of(value.get("kernel", "rbf"), "discrepancy.kernel", KERNELS)
-    scale = _prior(value.get("scale_prior"), "discrepancy.scale_prior")
-    length = _prior(value.get("lengthscale_prior"), "discrepancy.lengthscale_prior")
-    process = _one_of(value.get("process", "gp"), "discrepancy.process", PROCESSES)
+    kw = {k: value[k] for k in ("zero_at", "zero_slope_at") if value.get(k) is not None}
+    for k in ("scale_prior", "lengthscale_prior"):
+        kw[k] = _prior(value.get(k), f"discrepancy.{k}")
     scaling = value.get("scaling")
-    if isinstance(scaling, dict):
-        scaling = _prior(scaling, "discrepancy.scaling")
-    points = {k: value[k] for k in ("zero_at", "zero_slope_at") if value.get(k) is not None}
+    kw["scaling"] = _prior(scaling, "discrepancy.scaling") if isinstance(scaling, dict) else scaling
+    if value.get("hyperpriors") is not None:  # of the pooled σ_δℓ (scale = "hierarchical")
+        hp = _check_keys(value["hyperpriors"], "discrepancy.hyperpriors", ("mean", "scale"))
+        kw["hyperpriors"] = {k: _prior(v, f"discrepancy.hyperpriors.{k}") for k, v in hp.items()}
     # Discrepancy's own refusals (a prior on negative values, points that are not (k, p),
-    # a scaling that is not a positive number) name the argument already
+    # a scaling that is not a positive number, a bad pooled scale) name the argument already
     return Discrepancy(
         mode,
         kernel=kernel,
-        scale_prior=scale,
-        lengthscale_prior=length,
-        process=process,
-        scaling=scaling,
-        **points,
+        process=_one_of(value.get("process", "gp"), "discrepancy.process", PROCESSES),
+        scale=_one_of(value.get("scale", "common"), "discrepancy.scale", SCALES),
+        **kw,
     )
 
 

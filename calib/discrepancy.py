@@ -7,7 +7,9 @@ here its kernel is stationary with ARD length-scales in the native units of each
 - ``"matern52"``: k(r) = σ_δ² · (1 + √5 r + 5r²/3) · exp(−√5 r)
 
 with ``r² = Σ_d (z_d − z'_d)² / ℓ_d²`` over the features ``z = (x, s)``. The marginal sd
-``σ_δ`` and the length-scales ``ℓ_d`` are sampled hyperparameters.
+``σ_δ`` and the length-scales ``ℓ_d`` are sampled hyperparameters; with
+``scale="hierarchical"`` each campaign's δ_ℓ has its own σ_δℓ, pooled:
+``log σ_δℓ ~ N(m, s²)`` (docs/model.md §3c).
 
 This module holds δ's specification (:class:`Discrepancy`); the kernel itself, shared with
 the emulator's torch path, is :mod:`calib.kernels` (``sq_dists``, ``kernel_from_sq`` and
@@ -26,6 +28,7 @@ __all__ = [
     "Discrepancy",
     "DISCREPANCY_MODES",
     "PROCESSES",
+    "SCALES",
     "KERNELS",
     "sq_dists",
     "kernel_from_sq",
@@ -34,6 +37,7 @@ __all__ = [
 
 DISCREPANCY_MODES = ("none", "shared", "independent")
 PROCESSES = ("gp", "sgasp")
+SCALES = ("common", "hierarchical")
 
 
 class Discrepancy:
@@ -68,6 +72,22 @@ class Discrepancy:
         S-GaSP only: its scaling parameter λ_z (larger: δ held closer to 0). A float fixes
         it; a Prior (on positive values) samples it; None (default) sets it per draw by
         RobustCalibration's rule ``λ_z = sqrt(n · ‖range/ℓ‖ · σ_δ² / σ_ε²)``.
+    scale : {"common", "hierarchical"}
+        ``"common"`` (default): one σ_δ for every δ. ``"hierarchical"`` (mode
+        ``"independent"`` only): each campaign's δ_ℓ has its own σ_δℓ, pooled as variance
+        components, ``log σ_δℓ = m + s w_ℓ``, ``w_ℓ ~ N(0, 1)`` (docs/model.md §3c), so a
+        small campaign's σ_δℓ borrows strength from the others instead of collapsing to 0.
+    hyperpriors : dict, optional
+        ``scale="hierarchical"`` only: ``{"mean": Prior on m, "scale": Prior on s}``, either
+        or both. Defaults ``m ~ Normal(log(sd_y / 2), 1.5)``, ``s ~ HalfNormal(1)`` (those
+        of the hierarchical noise; ``sd_y`` the sd of all observed values).
+
+    Raises
+    ------
+    ValueError
+        ``scale="hierarchical"`` with a mode other than ``"independent"``, with a
+        ``scale_prior`` (the hyperpriors replace it), or with an S-GaSP whose ``scaling``
+        is None (its default rule needs one σ_δ).
 
     Examples
     --------
@@ -88,6 +108,8 @@ class Discrepancy:
         zero_slope_at=None,
         process: str = "gp",
         scaling: float | Prior | None = None,
+        scale: str = "common",
+        hyperpriors: dict[str, Prior] | None = None,
     ):
         if mode not in DISCREPANCY_MODES:
             raise ValueError(f"Discrepancy: mode must be one of {DISCREPANCY_MODES}, got {mode!r}")
@@ -117,6 +139,8 @@ class Discrepancy:
         if process == "sgasp" and mode == "none":
             raise ValueError("Discrepancy: process='sgasp' needs a discrepancy, but mode is 'none'")
         self.scaling = _check_scaling(scaling, process)
+        self.scale = scale
+        self.hyperpriors = _check_scale(self, hyperpriors)
 
     @classmethod
     def coerce(cls, value: Discrepancy | str | None) -> Discrepancy:
@@ -151,6 +175,11 @@ class Discrepancy:
         """δ is conditioned on zero pseudo-observations (constraints or the S-GaSP)."""
         return self.zero_at is not None or self.zero_slope_at is not None or self.process == "sgasp"
 
+    @property
+    def pooled_scale(self) -> bool:
+        """Each campaign's δ_ℓ has its own σ_δℓ, pooled (``scale="hierarchical"``)."""
+        return self.scale == "hierarchical"
+
     def to_dict(self) -> dict:
         out = {
             "mode": self.mode,
@@ -170,6 +199,10 @@ class Discrepancy:
                 out["scaling"] = self.scaling.to_dict()
             elif self.scaling is not None:
                 out["scaling"] = float(self.scaling)
+        if self.pooled_scale:
+            out["scale"] = self.scale
+            if self.hyperpriors:
+                out["hyperpriors"] = {k: p.to_dict() for k, p in self.hyperpriors.items()}
         return out
 
     def __repr__(self) -> str:
@@ -179,6 +212,8 @@ class Discrepancy:
                 extra += f", {name}={getattr(self, name).tolist()}"
         if self.process != "gp":
             extra += f", process={self.process!r}, scaling={self.scaling!r}"
+        if self.pooled_scale:
+            extra += f", scale={self.scale!r}, hyperpriors={self.hyperpriors!r}"
         return (
             f"Discrepancy({self.mode!r}, kernel={self.kernel!r}, scale_prior={self.scale_prior!r}, "
             f"lengthscale_prior={self.lengthscale_prior!r}{extra})"
@@ -205,3 +240,54 @@ def _check_scaling(value, process: str) -> float | Prior | None:
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"Discrepancy: scaling must be positive and finite, got {value!r}")
     return float(value)
+
+
+def _check_scale(disc: Discrepancy, hyperpriors) -> dict[str, Prior]:
+    """``scale`` and its hyperpriors, checked against the rest of ``disc``."""
+    if disc.scale not in SCALES:
+        raise ValueError(f"Discrepancy: scale must be one of {SCALES}, got {disc.scale!r}")
+    if not disc.pooled_scale:
+        if hyperpriors is not None:
+            raise ValueError(
+                "Discrepancy: hyperpriors are those of a pooled σ_δ; they need "
+                f"scale='hierarchical', got scale={disc.scale!r}"
+            )
+        return {}
+    if disc.mode != "independent":
+        raise ValueError(
+            "Discrepancy: scale='hierarchical' gives each campaign's δ its own σ_δ; it needs "
+            f"mode='independent', got mode={disc.mode!r}"
+        )
+    if disc.scale_prior is not None:
+        raise ValueError(
+            "Discrepancy: scale_prior is the prior of one σ_δ; with scale='hierarchical' give "
+            "hyperpriors={'mean': ..., 'scale': ...} (of log σ_δℓ ~ N(mean, scale²)) instead"
+        )
+    if disc.process == "sgasp" and disc.scaling is None:
+        # RobustCalibration's rule (docs/model.md eq. 4e) sets λ_z from one σ_δ
+        raise ValueError(
+            "Discrepancy: process='sgasp' with scaling=None sets λ_z from one σ_δ, but "
+            "scale='hierarchical' has one per campaign: give scaling= a number or a Prior"
+        )
+    if hyperpriors is None:
+        return {}
+    if not isinstance(hyperpriors, dict):
+        raise TypeError(
+            f"Discrepancy: hyperpriors must be a dict with 'mean' and/or 'scale', got "
+            f"{hyperpriors!r}"
+        )
+    bad = sorted(set(hyperpriors) - {"mean", "scale"})
+    if bad:
+        raise ValueError(f"Discrepancy: hyperpriors keys must be 'mean' or 'scale', got {bad}")
+    # a None entry means that side's default (as in an archive's record)
+    out = {
+        k: check_prior(v, f"Discrepancy: hyperpriors[{k!r}]")
+        for k, v in hyperpriors.items()
+        if v is not None
+    }
+    if "scale" in out and out["scale"].support[0] < 0:
+        raise ValueError(
+            f"Discrepancy: hyperpriors['scale'] must be a prior on positive values, got "
+            f"{out['scale']!r}"
+        )
+    return out

@@ -20,7 +20,9 @@ Covariance of a block (docs/model.md, eq. 6)::
     C = σ_δ² k(z_a, z_b; ℓ) M_ab  +  C_emu  +  diag(σ_a²)  +  ε I
 
 with ``M_ab`` 1 when δ links entries a and b (same campaign for ``"independent"``; same
-output when the outputs have no coordinates), ``ε`` the documented jitter.
+output when the outputs have no coordinates), ``ε`` the documented jitter. δ's term, with
+pooled σ_δℓ (eq. 6c) or conditioned on pseudo-observations (eq. 4b), is
+:class:`calib._delta_cov.DeltaCovariance`.
 
 Cost. A call is many small tensor operations around one small batched Cholesky, so the
 number of operations, not their size, sets its cost: everything that does not depend on
@@ -41,6 +43,7 @@ import warnings
 import numpy as np
 import torch
 
+from ._delta_cov import DeltaCovariance
 from ._gaussian import _LOG_2PI, _gaussian_loglik, _GaussianLogLik
 from .blocks import (
     NOISE_MODES,
@@ -52,12 +55,10 @@ from .blocks import (
     pooling_block,
 )
 from .discrepancy import Discrepancy
-from .kernels import KernelOnDistances
 from .observations import Observations
 from .parameters import Parameter
 from .prior_plan import PriorPlan
 from .priors import Prior
-from .pseudo import PseudoConditioning
 
 __all__ = ["Model", "NOISE_MODES", "SimulatorWarning"]
 
@@ -152,7 +153,7 @@ class Model:
         self.disc_block = None
         if discrepancy.active:
             self.disc_block = DiscrepancyHyper.with_defaults(
-                discrepancy, self.y_sd, self.z_obs, self.feature_names
+                discrepancy, self.y_sd, self.z_obs, self.feature_names, cl
             )
             self.disc_scale_prior = self.disc_block.scale_prior
             self.disc_ls_priors = self.disc_block.lengthscale_priors
@@ -193,24 +194,9 @@ class Model:
             base = base + kv
         self._t_diag_base = self._tensor(base, DTYPE)  # (B, Nmax)
         self._t_diag_matrix = torch.diag_embed(self._t_diag_base)  # (B, Nmax, Nmax)
-        self._kernel = self._pseudo = None
-        if self.discrepancy.active:
-            self._kernel = KernelOnDistances(self.discrepancy.kernel, self._dsq, self.device)
-            s = self.slots["discrepancy.logscale"]
-            self._sl_disc_scale = slice(s.start, s.stop)
-            s = self.slots["discrepancy.loglengthscale"]
-            self._sl_disc_ls = slice(s.start, s.stop)
-        if self.discrepancy.active and self.discrepancy.conditioned:
-            # δ conditioned on zero pseudo-observations (constraints, S-GaSP): eq. 6b
-            self._pseudo = PseudoConditioning(
-                self.discrepancy,
-                self.z_obs,
-                self.z_obs[self.block_idx],
-                self.p,
-                self.output_coords,
-                self.device,
-            )
-            self._t_obs_share = self._tensor(self.n_obs_campaign / self.N, DTYPE)
+        # δ's term of eq. 6 (pooled σ_δℓ, pseudo-observations): calib/_delta_cov.py
+        self._delta = DeltaCovariance(self) if self.discrepancy.active else None
+        self._pseudo = None if self._delta is None else self._delta.pseudo
         self._diagonal = not self.discrepancy.active and not self.forward.emulator
         self._emu_outputs = self._t_emu_idx = self._t_emu_idx_full = None
         if not self.forward.emulator:
@@ -254,7 +240,8 @@ class Model:
         """Constrained quantities and the log prior (with log-Jacobians) of ``U (W, n_dim)``.
 
         Returns a dict with ``theta (W, L, q)``, ``log_prior (W,)``, and where present
-        ``disc_scale (W,)``, ``disc_ls (W, D)``, ``noise_sd (W, L)``, ``<name>.mean (W,)``,
+        ``disc_scale (W,)`` (or, pooled, ``disc_scales (W, L)``, ``disc_scale_mean``,
+        ``disc_scale_sd``), ``disc_ls (W, D)``, ``noise_sd (W, L)``, ``<name>.mean (W,)``,
         ``<name>.scale (W,)``, ``noise.mean``, ``noise.scale``; on the device of ``U``.
         """
         return {k: v.to(U.device) for k, v in self._unpack(U.to(self.device)).items()}
@@ -301,9 +288,8 @@ class Model:
         return var + self._t_diag_base
 
     def _pseudo_factor(self, U: torch.Tensor, noise_sd: torch.Tensor | None):
-        """δ's pseudo-observations for the walkers (eq. 6b): factor, ℓ⁻², failed walkers."""
-        kv = None if self.known_var is None else float(np.mean(self.known_var))
-        return self._pseudo.factor_for(U, self.slots, noise_sd, self._t_obs_share, kv)
+        """δ's pseudo-observations for the walkers (eq. 4b): factor, ℓ⁻², failed walkers."""
+        return self._delta.factor(U, noise_sd)
 
     def _covariance(
         self,
@@ -320,18 +306,7 @@ class Model:
         """
         W = U.shape[0]
         inplace = not torch.is_grad_enabled()
-        C = None
-        if self._kernel is not None:
-            C = self._kernel(U[:, self._sl_disc_scale], U[:, self._sl_disc_ls])
-            if self._pseudo is not None:
-                Lc, inv_sq, bad = self._pseudo_factor(U, noise_sd)
-                corr = self._pseudo.correction_obs(Lc, inv_sq)
-                var = torch.exp(U[:, self._sl_disc_scale] * 2.0)[:, :, None, None]
-                C = C - var * corr
-                if bad is not None:  # K_PP + D not factorizable: the walker fails
-                    C = torch.where(bad[:, None, None, None], math.nan, C)
-            if self._t_dmask is not None:
-                C = C.mul_(self._t_dmask) if inplace else C * self._t_dmask
+        C = None if self._delta is None else self._delta(U, noise_sd, inplace)
         if emu_cov is not None:
             Ce = emu_cov.reshape(W, -1).index_select(1, emu_index).view(W, self.B, self.Nmax, -1)
             if C is None:
@@ -437,12 +412,13 @@ class Model:
         campaign: int | None,
         what: str,
         theta_new: torch.Tensor | None = None,
+        disc_scale_new: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Exact Gaussian conditional of δ or of reality at new points, per draw: see
         :func:`calib.conditional.predictive` (docs/model.md, eq. 9)."""
         from .conditional import predictive
 
-        return predictive(self, U, X_new, campaign, what, theta_new)
+        return predictive(self, U, X_new, campaign, what, theta_new, disc_scale_new)
 
     # -------------------------------------------------------------------- prior draws
     def sample_prior(self, rng: np.random.Generator, n: int) -> np.ndarray:

@@ -41,7 +41,10 @@ class Posterior(Predictions, Exports, Identifiability):
     Quantity names: a completely pooled parameter ``"E"``; a per-campaign value
     ``"E[batch-A]"`` (or ``draws("E", campaign="batch-A")``); a partially pooled parameter's
     population ``"E.mean"`` and ``"E.scale"`` (on the unconstrained scale ``u = g(θ)``);
-    ``"discrepancy.scale"``, ``"discrepancy.lengthscale[<input>]"``; ``"noise.sd"`` or
+    ``"discrepancy.scale"``, ``"discrepancy.lengthscale[<input>]"`` (with pooled δ scales
+    ``"discrepancy.scale[<campaign>]"``, ``"discrepancy.scale.mean"`` and
+    ``"discrepancy.scale.sd"``, of ``log σ_δ``; an S-GaSP's sampled ``"discrepancy.scaling"``);
+    ``"noise.sd"`` or
     ``"noise.sd[<campaign>]"``; ``"noise.mean"``, ``"noise.scale"`` (hierarchical noise, of
     ``log σ``).
     """

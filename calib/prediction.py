@@ -104,6 +104,7 @@ class Predictions:
         S = Us.shape[0]
         U = torch.as_tensor(Us, dtype=DTYPE, device=_CPU)
         theta_new = self._theta_new(U, rng) if new else None
+        scale_new = self._disc_scale_new(U, rng) if new else None
         means, draws, variances = [], [], []
         chunk = 256
         for a in range(0, S, chunk):
@@ -114,6 +115,7 @@ class Predictions:
                     None if new else campaign,
                     what,
                     None if theta_new is None else theta_new[a : a + chunk],
+                    None if scale_new is None else scale_new[a : a + chunk],
                 )
             mean_np = mean.numpy()
             cov_np = cov.numpy()
@@ -159,6 +161,18 @@ class Predictions:
             for j, block in enumerate(self.model.param_blocks)
         ]
         return torch.stack(cols, dim=1)
+
+    def _disc_scale_new(self, U: torch.Tensor, rng: np.random.Generator) -> torch.Tensor | None:
+        """σ_δ of a new campaign per draw, ``exp(m + s z)`` with ``z ~ N(0, 1)``, when δ's
+        scales are pooled (docs/model.md §3c); None otherwise (no draw from ``rng``, so the
+        other models' predictions are unchanged)."""
+        block = self.model.disc_block
+        if block is None or not block.pooled:
+            return None
+        with torch.no_grad():
+            parts = self.model.unpack(U)
+        draws = block.new_campaign_scale(parts, rng, U.shape[0])
+        return torch.as_tensor(draws, dtype=DTYPE, device=U.device)
 
     def _noise_sd(self, U, campaign, new, noise_sd, rng, n_points) -> np.ndarray:
         """Noise sd per draw, broadcastable to (S, n, m)."""
@@ -230,7 +244,8 @@ class Predictions:
     ) -> PosteriorPrediction:
         """Predict reality in a new, unseen campaign: θ drawn from the population (partial
         pooling), the common θ (complete), or the prior (none); a shared δ is the fitted one,
-        an independent δ a fresh draw from its GP prior."""
+        an independent δ a fresh draw from its GP prior (with pooled scales, its σ_δ drawn
+        from the population, ``log σ_δ,new ~ N(m, s²)``)."""
         return self._predict(X, None, "reality", noise, noise_sd, n_draws, seed, level, new=True)
 
     def discrepancy(

@@ -12,6 +12,9 @@ block                      slots of ``u``                             constraine
                            ``E.z``: z_ℓ (non-centred) or u_ℓ (centred) ``E.scale``
 :class:`DiscrepancyHyper`  ``discrepancy.logscale``,                   ``discrepancy.scale``,
                            ``discrepancy.loglengthscale``              ``…lengthscale[f]``
+pooled δ scales            ``discrepancy.logscale`` m,                 ``discrepancy.scale[c]``,
+(PooledDiscrepancyHyper)   ``…logscale.sd`` log s, ``…w``: w_ℓ,        ``…scale.mean``,
+                           ``discrepancy.loglengthscale``              ``…scale.sd``
 :class:`KnownNoise`        (none)                                     (none)
 :class:`SharedNoise`       ``noise.logsd`` (one)                      ``noise.sd``
 :class:`PerCampaignNoise`  ``noise.logsd`` (one per campaign)         ``noise.sd[c]``
@@ -24,19 +27,19 @@ of every column (:meth:`Block.entries`, which :class:`calib.likelihood.Model` gr
 vectorized terms), its prior draws (:meth:`Block.sample_prior`), its constrained
 quantities by name (:meth:`Block.quantities`, :meth:`Block.named`) and, where it has one,
 its draw for a new campaign. The pooled ones (:class:`PartialPooling`,
-:class:`HierarchicalNoise`) also name their (mean, log scale, members) columns for the
+:class:`HierarchicalNoise`, :class:`PooledDiscrepancyHyper`) also name their (mean, log scale, members) columns for the
 interweaved move (:meth:`Block.pooled_group`). A new kind of unknown is one new class here.
 
 The model's maths (docs/model.md §2) is unchanged by this organisation: a partially pooled
 parameter has ``g(θ_ℓ) = μ + τ z_ℓ`` with ``z_ℓ ~ N(0, 1)`` (non-centred) or ``g(θ_ℓ) = u_ℓ ~
 N(μ, τ²)`` (centred; Papaspiliopoulos, Roberts & Sköld 2007); hierarchical noise has
-``log σ_ℓ = m + s z_ℓ``.
+``log σ_ℓ = m + s z_ℓ``, pooled δ scales ``log σ_δℓ = m + s w_ℓ``.
 """
 
 from __future__ import annotations
 
 from ._base import Block, Entry, PooledGroup, Slot, layout, truncated_draws
-from .delta import DiscrepancyHyper
+from .delta import DiscrepancyHyper, PooledDiscrepancyHyper
 from .noise import (
     NOISE_MODES,
     HierarchicalNoise,
@@ -62,6 +65,7 @@ __all__ = [
     "NoPooling",
     "PartialPooling",
     "PerCampaignNoise",
+    "PooledDiscrepancyHyper",
     "SharedNoise",
     "noise_block",
     "pooling_block",
