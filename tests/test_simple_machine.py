@@ -190,6 +190,11 @@ def test_example_runs_small_and_matches_quadrature(tmp_path):
         assert r["q05"] < r["mean"] < r["q95"]
         assert 0 < r["identifiability"]["contraction"] <= 1
         _check_mean(way, r["mean"], r["ess_bulk"], refs[way], min_ess=300)
+    # the report's widening flag: the plain GP δ widens θ ~49× against the data alone
+    # (B&O's case), the constrained δ and the S-GaSP ~13–14× (docs/identifiability.md)
+    flags = {way: r["identifiability"]["flags"] for way, r in numbers["ways"].items()}
+    assert "widened by δ" in flags["gp"], flags
+    assert all("widened by δ" not in flags[w] for w in ("none", "constrained", "sgasp")), flags
 
 
 def test_sgasp_with_a_fixed_scaling_matches_quadrature():
