@@ -219,7 +219,11 @@ def _discrepancy(value: Any) -> Discrepancy:
     kernel = _one_of(value.get("kernel", "rbf"), "discrepancy.kernel", KERNELS)
     kw = {k: value[k] for k in ("zero_at", "zero_slope_at") if value.get(k) is not None}
     for k in ("scale_prior", "lengthscale_prior"):
-        kw[k] = _prior(value.get(k), f"discrepancy.{k}")
+        v = value.get(k)
+        if k == "lengthscale_prior" and isinstance(v, dict) and "type" not in v:  # per feature
+            kw[k] = {f: _prior(p, f"discrepancy.{k}.{f}") for f, p in v.items()}
+        else:
+            kw[k] = _prior(v, f"discrepancy.{k}")
     scaling = value.get("scaling")
     kw["scaling"] = _prior(scaling, "discrepancy.scaling") if isinstance(scaling, dict) else scaling
     if value.get("hyperpriors") is not None:  # of the pooled σ_δℓ (scale = "hierarchical")

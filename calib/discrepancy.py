@@ -52,8 +52,10 @@ class Discrepancy:
     scale_prior : Prior, optional
         Prior of the GP's marginal sd σ_δ. Default ``HalfNormal(sd_y)``, with ``sd_y`` the
         standard deviation of all observed values.
-    lengthscale_prior : Prior, optional
-        Prior of every length-scale, in the native units of each input. Default per input
+    lengthscale_prior : Prior or dict of str to Prior, optional
+        Prior of every length-scale, in the native units of each input; or one prior per
+        feature by name (``{"radius": LogNormal(log(0.1), 0.5), "height": ...}``: inputs in
+        different units), the features not named keeping the default. Default per input
         ``d``: ``LogNormal(log(range_d / 2), 1)``, with ``range_d`` the range of that input
         over all campaigns (1 where the range is zero).
     zero_at : array of shape (k, p), optional
@@ -102,7 +104,7 @@ class Discrepancy:
         mode: str = "shared",
         kernel: str = "rbf",
         scale_prior: Prior | None = None,
-        lengthscale_prior: Prior | None = None,
+        lengthscale_prior: Prior | dict[str, Prior] | None = None,
         *,
         zero_at=None,
         zero_slope_at=None,
@@ -118,10 +120,12 @@ class Discrepancy:
         self.mode = mode
         self.kernel = kernel
         self.scale_prior = check_prior(scale_prior, "Discrepancy: scale_prior")
-        self.lengthscale_prior = check_prior(lengthscale_prior, "Discrepancy: lengthscale_prior")
+        self.lengthscale_prior = _check_lengthscale_prior(lengthscale_prior)
+        per_feature = self.lengthscale_prior if isinstance(self.lengthscale_prior, dict) else {}
         for name, p in (
             ("scale_prior", self.scale_prior),
-            ("lengthscale_prior", self.lengthscale_prior),
+            ("lengthscale_prior", None if per_feature else self.lengthscale_prior),
+            *((f"lengthscale_prior[{k!r}]", v) for k, v in per_feature.items()),
         ):
             if p is not None and p.support[0] < 0:
                 raise ValueError(
@@ -185,9 +189,7 @@ class Discrepancy:
             "mode": self.mode,
             "kernel": self.kernel,
             "scale_prior": None if self.scale_prior is None else self.scale_prior.to_dict(),
-            "lengthscale_prior": None
-            if self.lengthscale_prior is None
-            else self.lengthscale_prior.to_dict(),
+            "lengthscale_prior": _prior_dict(self.lengthscale_prior),
         }
         # the keys below only when set: a plain GP's record (and fingerprint) is unchanged
         for name in ("zero_at", "zero_slope_at"):
@@ -291,3 +293,24 @@ def _check_scale(disc: Discrepancy, hyperpriors) -> dict[str, Prior]:
             f"{out['scale']!r}"
         )
     return out
+
+
+def _check_lengthscale_prior(value) -> Prior | dict[str, Prior] | None:
+    """One Prior for every feature, or ``{feature name: Prior}`` (the features not named
+    keep their default); the names are checked against δ's features by the model."""
+    if not isinstance(value, dict):
+        return check_prior(value, "Discrepancy: lengthscale_prior")
+    if not value or not all(isinstance(k, str) for k in value):
+        raise ValueError(
+            "Discrepancy: lengthscale_prior as a dict maps feature names (str) to priors, "
+            f"got {value!r}"
+        )
+    return {k: check_prior(v, f"Discrepancy: lengthscale_prior[{k!r}]") for k, v in value.items()}
+
+
+def _prior_dict(value) -> dict | None:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: p.to_dict() for k, p in value.items()}
+    return value.to_dict()

@@ -51,10 +51,10 @@ class DiscrepancyHyper(Block):
             # the hierarchical noise's defaults (noise_block): the same kind of quantity
             hp = {"mean": Normal(math.log(y_sd / 2.0), 1.5), "scale": HalfNormal(1.0)}
             hp.update(discrepancy.hyperpriors)
-            ls = _lengthscale_priors(discrepancy, z_obs)
+            ls = _lengthscale_priors(discrepancy, z_obs, features)
             return PooledDiscrepancyHyper(hp, ls, features, list(campaigns or []), scaling)
         scale = discrepancy.scale_prior or HalfNormal(y_sd)
-        return cls(scale, _lengthscale_priors(discrepancy, z_obs), features, scaling)
+        return cls(scale, _lengthscale_priors(discrepancy, z_obs, features), features, scaling)
 
     def slots(self):
         out = [
@@ -205,11 +205,23 @@ class PooledDiscrepancyHyper(DiscrepancyHyper):
         return np.exp(m + s * rng.standard_normal(S))
 
 
-def _lengthscale_priors(discrepancy: Any, z_obs: np.ndarray) -> list[Prior]:
-    """The length-scales' priors: the one given for every feature, else per feature
-    ``LogNormal(log(range / 2), 1)`` over its observed range (1 where the range is 0)."""
+def _lengthscale_priors(discrepancy: Any, z_obs: np.ndarray, features: list[str]) -> list:
+    """The length-scales' priors: the one given for every feature, or those given by
+    feature name; every other feature ``LogNormal(log(range / 2), 1)`` over its observed
+    range (1 where the range is 0)."""
     D = z_obs.shape[1]
-    if discrepancy.lengthscale_prior is not None:
-        return [discrepancy.lengthscale_prior] * D
+    given = discrepancy.lengthscale_prior
+    if given is not None and not isinstance(given, dict):
+        return [given] * D
+    given = given or {}
+    unknown = sorted(set(given) - set(features))
+    if unknown:
+        raise ValueError(
+            f"Discrepancy: lengthscale_prior names {unknown}, which are not δ's features; "
+            f"expected some of {features}"
+        )
     rng = np.ptp(z_obs, axis=0) if z_obs.shape[0] > 0 else np.ones(D)
-    return [LogNormal(math.log((r if r > 0 else 1.0) / 2.0), 1.0) for r in rng]
+    return [
+        given.get(f) or LogNormal(math.log((r if r > 0 else 1.0) / 2.0), 1.0)
+        for f, r in zip(features, rng)
+    ]

@@ -321,3 +321,39 @@ def test_sampled_scaling_is_a_column_with_its_prior():
         - np.log(lam1)
     )
     np.testing.assert_allclose(diff, ref, rtol=1e-10)
+
+
+def test_per_feature_lengthscale_priors():
+    """issue 16, item 4: one prior per feature by name, the others keep their default."""
+    rng = np.random.default_rng(1)
+    x = np.column_stack([rng.uniform(0, 0.3, 8), rng.uniform(0, 15.0, 8)])
+    sim = FunctionSimulator(
+        lambda X, T: T[:, :1] * X[:, :1] + X[:, 1:2], ("r", "h"), ("k",), ("y",), True
+    )
+    camp = Campaign("c", x=x, y=x[:, 0] + x[:, 1] + 0.01 * rng.standard_normal(8), noise_sd=0.01)
+    disc = Discrepancy("shared", lengthscale_prior={"h": LogNormal(np.log(5.0), 0.5)})
+    cal = Calibrator(sim, [Parameter("k", prior=Normal(1, 1))], [camp], discrepancy=disc)
+    priors = cal.model.disc_block.lengthscale_priors
+    assert repr(priors[1]) == repr(LogNormal(np.log(5.0), 0.5))
+    # r keeps the default by its own range
+    assert priors[0].mu == pytest.approx(np.log(np.ptp(x[:, 0]) / 2.0))
+    # the log prior of the h column is the given LogNormal's, with the Jacobian of log
+    U = torch.as_tensor(cal.model.sample_prior(np.random.default_rng(2), 4))
+    col = cal.model.slots["discrepancy.loglengthscale"].start + 1
+    U2 = U.clone()
+    U2[:, col] += 0.2
+    diff = (cal.model.unpack(U2)["log_prior"] - cal.model.unpack(U)["log_prior"]).numpy()
+    a, b = np.exp(U[:, col].numpy()), np.exp(U2[:, col].numpy())
+    ref = stats.lognorm(0.5, scale=5.0)
+    np.testing.assert_allclose(diff, ref.logpdf(b) + np.log(b) - ref.logpdf(a) - np.log(a))
+    back = _discrepancy(disc.to_dict())
+    assert back.to_dict() == disc.to_dict()
+    with pytest.raises(ValueError, match=r"names \['height'\], which are not δ's features"):
+        Calibrator(
+            sim,
+            [Parameter("k", prior=Normal(1, 1))],
+            [camp],
+            discrepancy=Discrepancy("shared", lengthscale_prior={"height": HalfNormal(1.0)}),
+        )
+    with pytest.raises(ValueError, match=r"lengthscale_prior\['h'\] must have support"):
+        Discrepancy("shared", lengthscale_prior={"h": Normal(0, 1)})
