@@ -95,12 +95,8 @@ class DeltaCovariance:
         else:
             C = self.kernel(U[:, self.sl_scale], U[:, self.sl_ls])
             if self.pseudo is not None:
-                Lc, inv_sq, bad = self.factor(U, noise_sd)
-                corr = self.pseudo.correction_obs(Lc, inv_sq)
                 var = torch.exp(U[:, self.sl_scale] * 2.0)[:, :, None, None]
-                C = C - var * corr
-                if bad is not None:  # K_PP + D not factorizable: the walker fails
-                    C = torch.where(bad[:, None, None, None], math.nan, C)
+                C = self._conditioned(C, U, noise_sd, var)
         if self.mask is not None:
             C = C.mul_(self.mask) if inplace else C * self.mask
         return C
@@ -110,10 +106,17 @@ class DeltaCovariance:
         correction, scaled by the entries' σ_δ (eq. 6c)."""
         C = self.kernel(torch.zeros_like(U[:, self.sl_scale]), U[:, self.sl_ls])
         if self.pseudo is not None:
-            Lc, inv_sq, bad = self.factor(U, noise_sd)
-            C = C - self.pseudo.correction_obs(Lc, inv_sq)
-            if bad is not None:
-                C = torch.where(bad[:, None, None, None], math.nan, C)
+            C = self._conditioned(C, U, noise_sd)
         g = self.scales(U)[:, self.blk_campaign]  # (W, B, Nmax)
         a, b = g.unsqueeze(-1), g.unsqueeze(-2)
         return C.mul_(a).mul_(b) if inplace else C * a * b
+
+    def _conditioned(self, C, U, noise_sd, var=None):
+        """``C − var · k(a, P)(K_PP + D)⁻¹ k(P, b)`` (eq. 4b; ``var`` None: unit variance);
+        a walker whose ``K_PP + D`` cannot be factorized gets NaN (it fails)."""
+        Lc, inv_sq, bad = self.factor(U, noise_sd)
+        corr = self.pseudo.correction_obs(Lc, inv_sq)
+        C = C - (corr if var is None else var * corr)
+        if bad is not None:
+            C = torch.where(bad[:, None, None, None], math.nan, C)
+        return C
