@@ -44,7 +44,11 @@ def _moves_name(moves: Any) -> str:
 def pooling_flip(model) -> PoolingFlip | None:
     """The other parameterization of the model's pooled groups (partially pooled parameters
     and hierarchical noise), or None if it has none."""
-    groups = [g for g in (b.pooled_group(model.slots) for b in model.blocks) if g is not None]
+    groups = [
+        g
+        for g in (b.pooled_group(model.slots) for b in model.blocks)
+        if g is not None and g.population == "normal"  # the move assumes N(μ, τ²) members
+    ]
     if not groups:
         return None
     return PoolingFlip(

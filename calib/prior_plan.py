@@ -116,6 +116,7 @@ class PriorPlan:
         self.theta_view = bool((idx == np.arange(len(fixed))).all())
         partial = [j for j, p in enumerate(pooled) if p]
         self.partial = None
+        self.correlators: list[tuple[Block, torch.Tensor]] = []
         if partial:
             # g(θ_ℓ) = μ + τ z_ℓ for all partially pooled parameters at once, then θ by kind
             groups = [param_blocks[j].pooled_group(slots) for j in partial]
@@ -147,6 +148,20 @@ class PriorPlan:
                 None if not any(c) else _tensor(device, c)  # (q_partial,) bool
             )
             self.partial["all_centred"] = all(c)
+            # the N(u; μ, τ²) term of centred members whose population is normal (a block
+            # with another population states its own term: joint_log_prior)
+            t = [g.centred and g.population == "normal" for g in groups]
+            self.partial["term"] = None if t == c else _tensor(device, t)
+            names = [param_blocks[j].parameter.name for j in partial]
+            self.correlators = [
+                (b, _tensor(device, _member_positions(b, names, groups)))
+                for b in blocks
+                if b.correlated_members()
+            ]
+        elif any(b.correlated_members() for b in blocks):
+            raise ValueError("correlated pooling: no partially pooled parameter to correlate")
+        self.slots = slots
+        self.joint = [b for b in blocks if type(b).joint_log_prior is not Block.joint_log_prior]
 
     def __call__(self, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log prior with log-Jacobians ``(W,)`` and θ ``(W, L, q)`` of ``U (W, n_dim)``."""
@@ -181,6 +196,9 @@ class PriorPlan:
             tau = torch.exp(v)
             mu = U[:, pp["mu"]].unsqueeze(1)
             x = U[:, pp["z"]]  # (W, L, q_partial)
+            for block, k in self.correlators:  # z_ℓ → L z_ℓ: y = x Lᵀ per walker
+                chol = block.cholesky(U, self.slots)
+                x = x.index_copy(2, k, x[..., k] @ chol.transpose(-1, -2))
             g = mu + tau * x
             if pp["centred"] is not None:
                 c = pp["centred"]
@@ -190,9 +208,34 @@ class PriorPlan:
                     g = x
                 else:
                     g = torch.where(c, x, g)
+                if pp["term"] is not None:
+                    t = t * pp["term"]
+                elif not pp["all_centred"]:
                     t = t * c
                 lp = lp + t.sum(dim=(1, 2))
             parts = [] if theta is None else [theta]
             parts += [tr.theta(g[..., ks]) for ks, tr in pp["kinds"]]
             theta = torch.cat(parts, dim=-1)[..., pp["perm"]]
+        for block in self.joint:
+            lp = lp + block.joint_log_prior(U, self.slots)
         return lp, theta
+
+
+def _member_positions(block: Block, names: list[str], groups: list) -> list[int]:
+    """Positions among the partially pooled parameters of the members ``block`` correlates
+    (each must be partially pooled and non-centred)."""
+    out = []
+    for name in block.correlated_members():
+        if name not in names:
+            raise ValueError(
+                f"correlated pooling: parameter '{name}' must have pooling='partial', "
+                "and it is not partially pooled"
+            )
+        k = names.index(name)
+        if groups[k].centred:
+            raise ValueError(
+                f"correlated pooling: parameter '{name}' must be non-centred "
+                "(centered=False), got centered=True"
+            )
+        out.append(k)
+    return out

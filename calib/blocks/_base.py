@@ -44,12 +44,20 @@ class Entry:
 
 @dataclass(frozen=True)
 class PooledGroup:
-    """The columns of one pooled group: mean, log scale, members, and how they are held."""
+    """The columns of one pooled group: mean, log scale, members, and how they are held.
+
+    ``population`` is ``"normal"`` for ``g(θ_ℓ) ~ N(μ, τ²)``: the prior plan adds that term
+    for centred members and the interweaved move includes the group. Any other value (a
+    mixture, a correlated population) means the block states the population term itself
+    (:meth:`Block.joint_log_prior`) and the interweaved move, which assumes independent
+    normal members, leaves the group alone.
+    """
 
     mean: int
     logscale: int
     members: list[int]
     centred: bool
+    population: str = "normal"
 
 
 class Block:
@@ -77,6 +85,22 @@ class Block:
     def pooled_group(self, slots: dict) -> PooledGroup | None:
         """The (mean, log scale, members) columns if the block is a pooled group."""
         return None
+
+    def joint_log_prior(self, U: torch.Tensor, slots: dict) -> torch.Tensor | None:
+        """A prior term ``(W,)`` of the block's columns that is not a product of per-column
+        terms (a mixture, a density of a correlation matrix with its log-Jacobian); ``None``
+        for none. The prior plan adds it for every block whose class overrides this."""
+        return None
+
+    def correlated_members(self) -> list[str]:
+        """Names of the non-centred partially pooled parameters whose standardized effects
+        the block correlates: the prior plan replaces their ``z_ℓ`` by ``L z_ℓ`` with ``L``
+        from :meth:`cholesky`, so that ``g(θ_ℓ) = μ + τ ⊙ L z_ℓ``."""
+        return []
+
+    def cholesky(self, U: torch.Tensor, slots: dict) -> torch.Tensor:
+        """The lower Cholesky factor ``(W, d, d)`` of the members' correlation matrix."""
+        raise NotImplementedError(f"{type(self).__name__} correlates no parameters")
 
     def to_config(self) -> dict[str, Any]:
         """The block's specification as plain data."""
