@@ -30,17 +30,22 @@ demo: install
 	$(BIN)/calib plot examples/beam/beam.h5 --out examples/beam/figures
 	$(BIN)/calib report examples/beam/beam.h5 -o examples/beam/report.html
 
+# pytest-xdist: two worker processes, one torch thread each. calib's sampling runs one
+# torch thread on small problems anyway (calib/_threads.py), so the tests are bound by one
+# core each, and two workers use a 2-core machine fully instead of half of it.
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra -n 2
+
 # the suite without the long statistical tests (under 15 minutes on 2 cores)
 test: install
-	$(BIN)/python -m pytest -q -ra -m "not slow and not manual"
+	$(PYTEST) -m "not slow and not manual"
 
 # the long statistical tests (simulation-based calibration, ...); CI runs both
 test-slow: install
-	$(BIN)/python -m pytest -q -ra -m slow
+	$(PYTEST) -m slow
 
 # statistical checks longer than CI's 45 minutes allow (run before a release; ~25 minutes)
 test-manual: install
-	$(BIN)/python -m pytest -q -ra -m manual
+	$(PYTEST) -m manual
 
 # the documentation site (mkdocs.yml) into site/; strict: any warning fails the build
 docs: install
