@@ -14,6 +14,7 @@ from .interfaces import Emulator, Prediction, Simulator, SimulatorError
 from .likelihood import SimulatorWarning
 from .parameters import Parameter
 from .posterior import ConvergenceWarning, Posterior, PosteriorPrediction, Summary
+from .priors import LKJ
 from .runner import RunSet, run_design
 
 __version__ = "0.1.0"
@@ -41,4 +42,5 @@ __all__ = [
     "SimulatorError",
     "priors",
     "load",
+    "LKJ",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ._beta import Beta
 from ._validation import check_number
 from .discrepancy import DISCREPANCY_MODES, KERNELS, PROCESSES, SCALES, Discrepancy
 from .parameters import POOLING_MODES, Parameter
@@ -19,12 +20,12 @@ from .priors import Gamma, HalfCauchy, HalfNormal, LogNormal, Normal, Prior, Uni
 
 #: The prior families a configuration may name, by their ``type``.
 PRIOR_FAMILIES = {
-    c.__name__: c for c in (Normal, LogNormal, HalfNormal, HalfCauchy, Uniform, Gamma)
+    c.__name__: c for c in (Normal, LogNormal, HalfNormal, HalfCauchy, Uniform, Gamma, Beta)
 }
-_PARAMETER_KEYS = ("name", "lower", "upper", "prior", "pooling", "centered", "value")
+_PARAMETER_KEYS = ("name", "lower", "upper", "prior", "pooling", "centered", "value", "spike")
 _DISCREPANCY_KEYS = tuple(
-    "mode kernel scale_prior lengthscale_prior zero_at zero_slope_at process scaling scale "
-    "hyperpriors".split()
+    "mode kernel scale_prior lengthscale_prior lengthscale zero_at zero_slope_at process "
+    "scaling scale hyperpriors".split()
 )
 
 
@@ -105,8 +106,11 @@ def _parameter(d: Any, i: int) -> Parameter:
     upper = _number(d.get("upper"), f"{where}.upper")
     value = _number(d.get("value"), f"{where}.value")  # inf is a value (a clamped support)
     prior = _prior(d.get("prior"), f"{where}.prior")
+    spike = _number(d.get("spike"), f"{where}.spike")  # ε of pooling = "spike_slab"
     try:
-        return Parameter(name, lower, upper, prior, pooling, centered=centered, value=value)
+        return Parameter(
+            name, lower, upper, prior, pooling, centered=centered, value=value, spike=spike
+        )
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"{where}: {exc}") from None
 
@@ -133,6 +137,8 @@ def _discrepancy(value: Any) -> Discrepancy:
     if value.get("hyperpriors") is not None:  # of the pooled σ_δℓ (scale = "hierarchical")
         hp = _check_keys(value["hyperpriors"], "discrepancy.hyperpriors", ("mean", "scale"))
         kw["hyperpriors"] = {k: _prior(v, f"discrepancy.hyperpriors.{k}") for k, v in hp.items()}
+    if value.get("lengthscale") is not None:  # fixed values: a number, or a table by feature
+        kw["lengthscale"] = value["lengthscale"]
     # Discrepancy's own refusals (a prior on negative values, points that are not (k, p),
     # a scaling that is not a positive number, a bad pooled scale) name the argument already
     return Discrepancy(
@@ -152,7 +158,7 @@ def _hyperpriors(value: Any) -> dict[str, dict[str, Prior]]:
     out = {}
     for name, hp in value.items():
         where = f"hyperpriors[{name!r}]"
-        _check_keys(hp, where, ("mean", "scale"))
+        _check_keys(hp, where, ("mean", "scale", "null"))  # null: π₀ of spike-and-slab
         # a None entry (an archive's unresolved side) means the documented default
         out[name] = {k: _prior(v, f"{where}[{k!r}]") for k, v in hp.items() if v is not None}
     return out

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .blocks._base import Slot
 from .kernels import KernelOnDistances
 from .pseudo import PseudoConditioning
 
@@ -53,8 +54,6 @@ class DeltaCovariance:
         self.kernel = KernelOnDistances(disc.kernel, model._dsq, model.device)
         s = model.slots["discrepancy.logscale"]  # log σ_δ, or m of the pooled σ_δℓ
         self.sl_scale = slice(s.start, s.stop)
-        s = model.slots["discrepancy.loglengthscale"]
-        self.sl_ls = slice(s.start, s.stop)
         self.mask = model._t_dmask
         self.blk_campaign = model._t_blk_campaign  # (B, Nmax): σ_δℓ of each entry
         self.pseudo = None
@@ -77,7 +76,16 @@ class DeltaCovariance:
 
         With pooled scales λ_z is fixed or sampled (:class:`calib.Discrepancy` refuses the
         default rule, eq. 4e, which needs one σ_δ), so the σ_δ slot is not read."""
-        return self.pseudo.factor_for(U, self.slots, noise_sd, self.obs_share, self.known_var)
+        slots = self.slots
+        if self.block.fixed:
+            # factor_for reads log ℓ from U's length-scale slot, which holds the sampled ones
+            # only: give it U with every feature's log ℓ appended and the slot moved there
+            full = self.block.log_lengthscales(U, slots)
+            n = U.shape[1]
+            U = torch.cat([U, full], dim=1)
+            name = "discrepancy.loglengthscale"
+            slots = {**slots, name: Slot(name, n, full.shape[1])}
+        return self.pseudo.factor_for(U, slots, noise_sd, self.obs_share, self.known_var)
 
     def scales(self, U: torch.Tensor) -> torch.Tensor:
         """Pooled scales only: σ_δℓ of every campaign ``(W, L)``."""
@@ -93,7 +101,7 @@ class DeltaCovariance:
         if self.pooled:
             C = self._pooled(U, noise_sd, inplace)
         else:
-            C = self.kernel(U[:, self.sl_scale], U[:, self.sl_ls])
+            C = self.kernel(U[:, self.sl_scale], self.block.log_lengthscales(U, self.slots))
             if self.pseudo is not None:
                 var = torch.exp(U[:, self.sl_scale] * 2.0)[:, :, None, None]
                 C = self._conditioned(C, U, noise_sd, var)
@@ -104,7 +112,8 @@ class DeltaCovariance:
     def _pooled(self, U: torch.Tensor, noise_sd: torch.Tensor | None, inplace: bool):
         """``σ_δℓ(a) σ_δℓ(b) k_(P)(a, b)``: the unit-variance kernel (log σ = 0) and unit
         correction, scaled by the entries' σ_δ (eq. 6c)."""
-        C = self.kernel(torch.zeros_like(U[:, self.sl_scale]), U[:, self.sl_ls])
+        log_ls = self.block.log_lengthscales(U, self.slots)
+        C = self.kernel(torch.zeros_like(U[:, self.sl_scale]), log_ls)
         if self.pseudo is not None:
             C = self._conditioned(C, U, noise_sd)
         g = self.scales(U)[:, self.blk_campaign]  # (W, B, Nmax)

@@ -254,10 +254,11 @@ def noise_from(value: Any) -> tuple[str, Any]:
 
 
 def hyperpriors_from(value: Any) -> dict[str, dict[str, Any]]:
-    """``[hyperpriors.E]`` tables ``{mean, scale}`` (and ``[hyperpriors.noise]``)."""
+    """``[hyperpriors.E]`` tables ``{mean, scale}`` (``null`` too for spike-and-slab pooling;
+    and ``[hyperpriors.noise]``)."""
     out = {}
     for name, hp in typed(value, "hyperpriors", dict, "a table").items():
-        hp = check_table(hp, f"hyperpriors.{name}", ("mean", "scale"))
+        hp = check_table(hp, f"hyperpriors.{name}", ("mean", "scale", "null"))
         out[name] = {k: _checked(_prior, v, f"hyperpriors.{name}.{k}") for k, v in hp.items()}
     return out
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._study_check import StudyError, check_table, one_line, toml_type, typed
+from ._study_check import StudyError, check_table, one_line, real, toml_type, typed
 from .campaign import Campaign
 
 __all__ = ["FixedParameters", "read_campaign"]
@@ -18,11 +18,15 @@ __all__ = ["FixedParameters", "read_campaign"]
 
 # ---------------------------------------------------------------------- campaigns
 def read_campaign(value: Any, where: str, base: Path, sim: Any) -> Campaign:
-    """A campaign from ``{name, data, group, noise_sd}``: ``data`` is a CSV file with a
-    header row naming the simulator's inputs and outputs, or an HDF5 file with datasets
-    ``x`` and ``y`` (in ``group``); ``noise_sd`` a number, or the column (dataset) that
-    holds it."""
-    d = check_table(value, where, ("name", "data", "group", "noise_sd"), ("name", "data"))
+    """A campaign from ``{name, data, group, noise_sd, coords}``: ``data`` is a CSV file
+    with a header row naming the simulator's inputs and outputs, or an HDF5 file with
+    datasets ``x`` and ``y`` (in ``group``); ``noise_sd`` a number, or the column (dataset)
+    that holds it; ``coords`` the output coordinates of ``y``'s columns
+    (``Campaign(coords=)``): a list, or for HDF5 the dataset that holds them. With
+    ``coords`` a CSV file's columns other than the inputs and ``noise_sd`` are ``y``'s, in
+    the file's order."""
+    keys = ("name", "data", "group", "noise_sd", "coords")
+    d = check_table(value, where, keys, ("name", "data"))
     name = typed(d["name"], f"{where}.name", str, "a string")
     data = typed(d["data"], f"{where}.data", str, "a string (a file path)")
     path = base / data
@@ -35,26 +39,45 @@ def read_campaign(value: Any, where: str, base: Path, sim: Any) -> Campaign:
                 f"{where}.noise_sd: expected a number or a column name, got "
                 f"{toml_type(noise)} {noise!r}"
             )
+    coords = d.get("coords")
     suffix = path.suffix.lower()
+    if coords is not None and not (isinstance(coords, str) and suffix in (".h5", ".hdf5")):
+        coords = _coords(coords, f"{where}.coords")
     if suffix == ".csv":
         if "group" in d:
             raise StudyError(f"{where}.group: a CSV file has no groups (HDF5 files do)")
-        x, y, sd = _read_csv(path, f"{where}.data", data, sim, noise)
+        x, y, sd = _read_csv(path, f"{where}.data", data, sim, noise, coords is not None)
     elif suffix in (".h5", ".hdf5"):
         group = typed(d.get("group", "/"), f"{where}.group", str, "a string")
-        x, y, sd = _read_h5(path, f"{where}.data", data, group, noise)
+        x, y, sd, coords = _read_h5(path, f"{where}.data", data, group, noise, coords)
     else:
         raise StudyError(f"{where}.data: '{data}': expected a .csv, .h5 or .hdf5 file")
     if noise is not None and not isinstance(noise, str):
         sd = float(noise)
     try:
-        return Campaign(name, x=x, y=y, noise_sd=sd)
+        return Campaign(name, x=x, y=y, noise_sd=sd, coords=coords)
     except (ValueError, TypeError) as exc:
         raise StudyError(f"{where}: {one_line(exc)}") from None
 
 
+def _coords(value: Any, where: str) -> np.ndarray:
+    """``coords`` of a campaign table: numbers, or lists of numbers (one per coordinate
+    dimension); its shape against ``y`` is the Campaign's to check."""
+    items = typed(value, where, list, "an array of numbers (or of [s1, s2, ...])")
+    flat = [v for row in items for v in (row if isinstance(row, list) else [row])]
+    if not items or not all(real(v) for v in flat):
+        raise StudyError(
+            f"{where}: expected a non-empty array of finite numbers (or of arrays of them), "
+            f"got {value!r}"
+        )
+    try:
+        return np.array(items, dtype=float)
+    except ValueError:  # ragged rows
+        raise StudyError(f"{where}: rows of different lengths in {value!r}") from None
+
+
 def _read_csv(
-    path: Path, where: str, shown: str, sim: Any, noise: Any
+    path: Path, where: str, shown: str, sim: Any, noise: Any, own_coords: bool = False
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     with path.open(newline="") as fh:
         rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
@@ -63,6 +86,13 @@ def _read_csv(
     header = [h.strip() for h in rows[0]]
     inputs, outputs = list(sim.input_names), list(sim.output_names)
     sd_col = noise if isinstance(noise, str) else None
+    if own_coords:  # y's columns are the others, in the file's order (at coords)
+        outputs = [h for h in header if h not in inputs and h != sd_col]
+        if not outputs:
+            raise StudyError(
+                f"{where}: '{shown}' has no column for y besides the inputs {inputs}"
+                + (f" and noise_sd {sd_col!r}" if sd_col else "")
+            )
     known = set(inputs) | set(outputs) | ({sd_col} if sd_col else set())
     unknown = [h for h in header if h not in known]
     if unknown:
@@ -107,8 +137,8 @@ def _read_csv(
 
 
 def _read_h5(
-    path: Path, where: str, shown: str, group: str, noise: Any
-) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    path: Path, where: str, shown: str, group: str, noise: Any, coords: Any = None
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None, Any]:
     import h5py
 
     try:
@@ -124,7 +154,11 @@ def _read_h5(
                 if noise not in g:
                     raise StudyError(f"{where}: '{shown}' has no dataset {noise!r} (noise_sd)")
                 sd = g[noise][()]
-            return x, g["y"][()], sd
+            if isinstance(coords, str):
+                if coords not in g:
+                    raise StudyError(f"{where}: '{shown}' has no dataset {coords!r} (coords)")
+                coords = g[coords][()]
+            return x, g["y"][()], sd, coords
     except OSError as exc:
         raise StudyError(f"{where}: '{shown}' is not a readable HDF5 file ({exc})") from None
 

@@ -11,6 +11,7 @@ import torch
 from scipy import stats
 
 from ._device import resolve_device
+from .blocks.correlated import check_correlated
 from .campaign import Campaign
 from .discrepancy import Discrepancy
 from .forward import FixedValues, make_forward
@@ -29,6 +30,10 @@ def _names_of(model: Any, attr: str) -> tuple[str, ...] | None:
 
 def _unique_list(value: Any, cls: type, what: str) -> list:
     """``value`` as a non-empty list of ``cls`` objects with unique names."""
+    if not isinstance(value, cls) and (
+        value is None or isinstance(value, (str, bytes)) or not hasattr(value, "__iter__")
+    ):
+        raise TypeError(f"{what} must be a sequence of calib.{cls.__name__} objects, got {value!r}")
     items = [value] if isinstance(value, cls) else list(value)
     if not items:
         raise ValueError(f"{what} must list at least one {cls.__name__}, got none")
@@ -76,6 +81,16 @@ class Calibrator:
         emulator given is unchanged and is what an archive records). A simulator (direct
         mode) still runs on the CPU. The sampler's arrays stay NumPy on the CPU. A run-time
         choice: archives do not record it, and a loaded study computes on the CPU.
+    timeout : float, optional
+        Direct mode: seconds one simulator run may take, as in ``run_design(timeout=)``;
+        a run past it is a failed run (its walker gets ``-inf``, with a
+        :class:`~calib.SimulatorWarning` naming its values). Default None: **no limit**, a
+        run that never returns hangs ``sample()``. docs/simulators.md says how it is
+        enforced. Refused for an emulator. A run-time choice, not archived.
+    correlated : sequence of sequences of str, optional
+        Groups of partially pooled, non-centred parameters pooled jointly, e.g.
+        ``[("a", "b")]``, with ``hyperpriors={("a", "b"): {"correlation": LKJ(eta)}}``
+        (default ``LKJ(2.0)``); docs/model.md §2c. Correlations are named ``"corr(a,b)"``.
 
     Raises
     ------
@@ -104,6 +119,8 @@ class Calibrator:
         output_coords: np.ndarray | None = None,
         output_names: Sequence[str] | None = None,
         device: str | torch.device | None = "cpu",
+        timeout: float | None = None,
+        correlated: Sequence[Sequence[str]] | None = None,
     ):
         device = resolve_device(device)
         emulator = is_emulator(model)
@@ -195,9 +212,10 @@ class Calibrator:
             raise ValueError(
                 f"noise_prior applies to noise='shared' or 'per_campaign', got noise={noise!r}"
             )
-        hyperpriors = self._check_hyperpriors(hyperpriors or {}, parameters, noise)
+        correlated, hyperpriors = check_correlated(correlated, hyperpriors or {}, parameters)
+        hyperpriors = self._check_hyperpriors(hyperpriors, parameters, noise)
         for prm in parameters:
-            if prm.pooling == "partial" and prm.prior is None:
+            if prm.pooling in ("partial", "spike_slab") and prm.prior is None:
                 hp = hyperpriors.get(prm.name, {})
                 if "mean" not in hp or "scale" not in hp:
                     raise ValueError(
@@ -216,7 +234,9 @@ class Calibrator:
         fixed = {k: prm.value for k, prm in enumerate(ordered) if prm.value is not None}
         sampled = [prm for prm in ordered if prm.value is None]
         self.model = Model(
-            make_forward(model, device, FixedValues(len(ordered), fixed) if fixed else None),
+            make_forward(
+                model, device, FixedValues(len(ordered), fixed) if fixed else None, timeout
+            ),
             sampled,
             cnames,
             [s[0] for s in shaped],
@@ -229,13 +249,16 @@ class Calibrator:
             hyperpriors,
             noise_prior,
             device=device,
+            correlated=correlated,
+            field_coords=[c.coords for c in campaigns],
         )
 
     @staticmethod
     def _check_hyperpriors(hyperpriors: dict, parameters: list[Parameter], noise: str) -> dict:
         if not isinstance(hyperpriors, dict):
             raise TypeError(f"hyperpriors must be a dict, got {type(hyperpriors).__name__}")
-        partial = {p.name for p in parameters if p.pooling == "partial"}
+        partial = {p.name for p in parameters if p.pooling in ("partial", "spike_slab")}
+        slab = {p.name for p in parameters if p.pooling == "spike_slab"}
         allowed = partial | ({"noise"} if noise == "hierarchical" else set())
         out = {}
         for name, hp in hyperpriors.items():
@@ -247,13 +270,20 @@ class Calibrator:
                 )
             if not isinstance(hp, dict):
                 raise TypeError(f"hyperpriors[{name!r}] must be a dict with 'mean' and/or 'scale'")
-            bad = set(hp) - {"mean", "scale"}
+            keys = ("mean", "scale", "null") if name in slab else ("mean", "scale")
+            bad = set(hp) - set(keys)
             if bad:
                 raise ValueError(
-                    f"hyperpriors[{name!r}]: keys must be 'mean' or 'scale', got {sorted(bad)}"
+                    f"hyperpriors[{name!r}]: keys must be some of {list(keys)} ('null': the "
+                    f"prior of π₀, for pooling='spike_slab'), got {sorted(bad)}"
                 )
             for k, v in hp.items():
                 check_prior(v, f"hyperpriors[{name!r}][{k!r}]")
+                if k == "null" and (v.support[0] < 0 or v.support[1] > 1):
+                    raise ValueError(
+                        f"hyperpriors[{name!r}]['null'] must be a prior on [0, 1] (π₀, a "
+                        f"probability), e.g. Beta(1, 1), got {v!r}"
+                    )
                 if k == "scale" and v.support[0] < 0:
                     raise ValueError(
                         f"hyperpriors[{name!r}]['scale'] must be a prior on positive values, got {v!r}"

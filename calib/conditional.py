@@ -1,6 +1,15 @@
 """Predictions: the exact Gaussian conditional of δ or of reality at new points, per
 posterior draw (docs/model.md, eq. 9), for :meth:`calib.Posterior.predict` and
-:meth:`calib.Posterior.discrepancy`."""
+:meth:`calib.Posterior.discrepancy`.
+
+With campaigns observed at their own output coordinates (``Campaign(coords=)``,
+:mod:`calib._field_coords`) the forward model is evaluated with its virtual outputs
+(``model.forward_rows``), so the observed entries at interpolated coordinates condition the
+prediction exactly as they enter the likelihood. Predictions are at the model's ``m``
+outputs by default; ``outputs=`` asks for any of the ``M`` (a campaign's own columns are
+``model.field.columns[ℓ]``), reality there being the interpolated forward model plus δ at
+that coordinate, as in the likelihood.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +19,13 @@ import numpy as np
 import torch
 
 from ._gaussian import _cholesky_retry
+from ._threads import torch_threads
 from .kernels import kernel_from_sq, sq_dists
 
 if TYPE_CHECKING:
     from .likelihood import Model
 
-__all__ = ["predictive"]
+__all__ = ["conditional_mean", "predictive"]
 
 DTYPE = torch.float64
 
@@ -28,6 +38,7 @@ def predictive(
     what: str,
     theta_new: torch.Tensor | None = None,
     disc_scale_new: torch.Tensor | None = None,
+    outputs: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact Gaussian conditional of δ or of reality ζ = η + δ at new points, per draw.
 
@@ -49,11 +60,14 @@ def predictive(
     theta_new : (S, q), required when ``campaign`` is None
     disc_scale_new : (S,), σ_δ of the new campaign when δ's scales are pooled
         (docs/model.md §3c; required then when ``campaign`` is None)
+    outputs : (k,) int in ``0 … M−1``, optional
+        The outputs to predict: the model's ``0 … m−1`` or the virtual ones of campaigns'
+        own coordinates (``model.field``); default the ``m`` outputs of the model.
 
     Returns
     -------
-    mean : (S, n*, m)
-    cov : (S, n*·m, n*·m), entries ordered row-major over (point, output)
+    mean : (S, n*, k), ``k = m`` by default
+    cov : (S, n*·k, n*·k), entries ordered row-major over (point, output)
     failed : (S,) draws whose forward model or factorization failed
 
     All three on the device of ``U``; the arithmetic runs on the model's.
@@ -68,13 +82,21 @@ def predictive(
     theta = parts["theta"]
     S = theta.shape[0]
     n_new = X_new.shape[0]
-    m = model.m
+    if outputs is None:
+        out, k = np.arange(model.m), model.m
+    else:
+        out = np.asarray(outputs, dtype=np.int64).reshape(-1)
+        k = out.size
+        if k == 0 or out.min() < 0 or out.max() >= model.M:
+            raise ValueError(f"outputs: expected indices in [0, {model.M}), got {out.tolist()}")
     th = theta[:, campaign, :] if campaign is not None else theta_new
     n_rows = model.X_rows.shape[0]
     Theta = torch.cat(
         [theta[:, model._t_row_campaign, :], th[:, None, :].expand(S, n_new, model.q)], dim=1
     )
-    mean_all, cov_all, failed = model.forward(np.concatenate([model.X_rows, X_new]), Theta)
+    # with the virtual outputs of campaigns' own coordinates: mean (S, ·, M), the residuals
+    # index it by M (calib/_field_coords.py)
+    mean_all, cov_all, failed = model.forward_rows(np.concatenate([model.X_rows, X_new]), Theta)
     emu_obs = None if cov_all is None else cov_all[..., :n_rows, :n_rows]
     r = model._residuals(mean_all[:, :n_rows], model._t_res_full)
     C = model._covariance(U, parts.get("noise_sd"), emu_obs, model._t_emu_idx_full)
@@ -82,12 +104,14 @@ def predictive(
     failed = failed if bad is None else failed | bad
 
     # the new entries (point i*, output j), row-major
-    ii = np.repeat(np.arange(n_new), m)
-    jj = np.tile(np.arange(m), n_new)
-    n_star = n_new * m
+    ii = np.repeat(np.arange(n_new), k)
+    jj = np.tile(out, n_new)
+    n_star = n_new * k
     reality = what == "reality"
     if reality:
-        mean = mean_all[:, n_rows:, :].reshape(S, n_star).clone()
+        sel = slice(None, model.m) if outputs is None else model._tensor(out)
+        new = mean_all[:, n_rows:, sel]
+        mean = new.reshape(S, n_star).clone()
     else:
         mean = torch.zeros(S, n_star, dtype=DTYPE, device=model.device)
     prior = torch.zeros(S, n_star, n_star, dtype=DTYPE, device=model.device)
@@ -99,8 +123,9 @@ def predictive(
         live = ~model.block_pad[b]
     if model.discrepancy.active:
         feats = [X_new[ii]]
-        if model.output_coords is not None:
-            feats.append(model.output_coords[jj])
+        if model.output_coords is not None:  # every output's coordinate, virtual ones too
+            coords = model.output_coords if model.field is None else model.field.coords
+            feats.append(coords[jj])
         z_new = np.concatenate(feats, axis=1)
         kind, ls = model.discrepancy.kernel, parts["disc_ls"]
         sc = _scale(parts, campaign, disc_scale_new)
@@ -144,7 +169,42 @@ def predictive(
         mean = mean + (A.transpose(1, 2) @ v).squeeze(-1)
         prior = prior - A.transpose(1, 2) @ A
     cov = 0.5 * (prior + prior.transpose(1, 2))
-    return mean.reshape(S, n_new, m).to(dev), cov.to(dev), failed.to(dev)
+    return mean.reshape(S, n_new, k).to(dev), cov.to(dev), failed.to(dev)
+
+
+def conditional_mean(
+    model: Model,
+    U: np.ndarray,
+    X_new: np.ndarray,
+    campaign: int,
+    what: str,
+    outputs: np.ndarray | None = None,
+    chunk: int = 256,
+) -> np.ndarray:
+    """The average over the draws of the conditional means, ``(n*, k)``: the posterior
+    mean of :meth:`calib.Posterior.predict` (``what="reality"``) or
+    :meth:`calib.Posterior.discrepancy` (Rao–Blackwellized), at any ``outputs``.
+
+    Parameters
+    ----------
+    U : (S, n_dim) posterior draws (unconstrained), evaluated ``chunk`` at a time
+    X_new, campaign, what, outputs : as :func:`predictive`
+
+    Raises
+    ------
+    RuntimeError
+        The forward model failed for every draw.
+    """
+    means = []
+    for a in range(0, U.shape[0], chunk):
+        Ut = torch.as_tensor(U[a : a + chunk], dtype=DTYPE, device=torch.device("cpu"))
+        with torch.no_grad(), torch_threads(1):
+            mean, _, failed = predictive(model, Ut, X_new, campaign, what, outputs=outputs)
+        means.append(mean.cpu().numpy()[~failed.cpu().numpy()])
+    kept = np.concatenate(means)
+    if kept.shape[0] == 0:
+        raise RuntimeError("the forward model failed for every posterior draw")
+    return kept.mean(axis=0)
 
 
 def _scale(parts: dict, campaign: int | None, new: torch.Tensor | None) -> torch.Tensor:

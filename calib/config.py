@@ -19,6 +19,10 @@ The configuration
     ``{"mode", "kernel", "scale_prior", "lengthscale_prior"}`` or a mode string; optionally
     ``"zero_at"``, ``"zero_slope_at"`` (lists of control-input points), ``"process"``
     (``"gp"`` or ``"sgasp"``) and ``"scaling"`` (a number or a prior table).
+``correlated``
+    Optional: groups of jointly pooled parameters (docs/model.md §2c), each a list of
+    names (the default LKJ) or ``{"parameters": [...], "correlation": {"type": "LKJ",
+    "eta": 2.0}}`` (what :func:`to_config` writes).
 ``noise``, ``noise_prior``, ``hyperpriors``
     As the Calibrator's arguments, priors as ``{"type": "Normal", "mean": 0.0, "sd": 1.0}``.
 ``input_names``, ``output_names``, ``output_coords``
@@ -53,6 +57,7 @@ from ._config_parse import (
 from ._validation import as_real_array
 from .archive import ArchiveError
 from .archive.loading import StudyRecord, read_study
+from .blocks.correlated import correlated_from_config, correlated_to_config
 from .calibrator import Calibrator
 from .campaign import Campaign
 from .interfaces import MissingSimulator, is_emulator
@@ -64,9 +69,9 @@ __all__ = ["from_config", "load", "to_config"]
 
 _KEYS = tuple(
     "mode parameters campaigns discrepancy noise hyperpriors noise_prior input_names "
-    "output_names output_coords labels sample study".split()
+    "output_names output_coords labels sample study correlated".split()
 )
-_CAMPAIGN_KEYS = ("name", "x", "y", "noise_sd")
+_CAMPAIGN_KEYS = ("name", "x", "y", "noise_sd", "coords")
 
 
 # ---------------------------------------------------------------------- to_config
@@ -114,6 +119,8 @@ def to_config(calibrator: Calibrator, sample: dict[str, Any] | None = None) -> d
         "output_coords": None if coords is None else np.asarray(coords).tolist(),
         "labels": list(model.labels),
         "sample": dict(sample or {}),
+        # correlated pooling (docs/model.md §2c), only when there is some (older archives: absent)
+        **({"correlated": corr} if (corr := correlated_to_config(calibrator)) else {}),
         # only a calibration built from a study file has one (older archives: absent)
         **({"study": calibrator.study} if getattr(calibrator, "study", None) else {}),
     }
@@ -153,7 +160,13 @@ def _campaigns(value: Any, given: Sequence[Campaign] | None) -> list[Campaign]:
         _check_keys(c, where, _CAMPAIGN_KEYS)
         try:
             out.append(
-                Campaign(c.get("name"), x=c.get("x"), y=c.get("y"), noise_sd=c.get("noise_sd"))
+                Campaign(
+                    c.get("name"),
+                    x=c.get("x"),
+                    y=c.get("y"),
+                    noise_sd=c.get("noise_sd"),
+                    coords=c.get("coords"),
+                )
             )
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"{where}: {exc}") from None
@@ -217,13 +230,15 @@ def from_config(
         if cfg.get(key) is not None and not isinstance(cfg[key], want):
             raise TypeError(f"{key}: expected a {want.__name__}, got {cfg[key]!r}")
     coords = cfg.get("output_coords")
+    groups, corr_priors = correlated_from_config(cfg.get("correlated"))
     cal = Calibrator(
         model,
         [_parameter(d, i) for i, d in enumerate(params)],
         _campaigns(cfg.get("campaigns"), campaigns),
         discrepancy=_discrepancy(cfg.get("discrepancy")),
         noise=_one_of(cfg.get("noise", "per_campaign"), "noise", NOISE_MODES),
-        hyperpriors=_hyperpriors(cfg.get("hyperpriors")),
+        hyperpriors={**_hyperpriors(cfg.get("hyperpriors")), **corr_priors},
+        correlated=groups,
         noise_prior=_prior(cfg.get("noise_prior"), "noise_prior"),
         # an emulator carries no names; a simulator's own are used (the Calibrator's rule)
         input_names=_names(cfg.get("input_names"), "input_names") if emulator else None,
@@ -286,7 +301,11 @@ def _posterior(record: StudyRecord, simulator: Any) -> Any:
     campaigns = []
     for c in record.campaigns:
         try:
-            campaigns.append(Campaign(c["name"], x=c["x"], y=c["y"], noise_sd=c["noise_sd"]))
+            campaigns.append(
+                Campaign(
+                    c["name"], x=c["x"], y=c["y"], noise_sd=c["noise_sd"], coords=c.get("coords")
+                )
+            )
         except (ValueError, TypeError) as exc:
             raise ArchiveError(
                 f"archive '{path}': /campaigns/{c['group']} is invalid: {exc}"

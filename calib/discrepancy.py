@@ -7,7 +7,8 @@ here its kernel is stationary with ARD length-scales in the native units of each
 - ``"matern52"``: k(r) = σ_δ² · (1 + √5 r + 5r²/3) · exp(−√5 r)
 
 with ``r² = Σ_d (z_d − z'_d)² / ℓ_d²`` over the features ``z = (x, s)``. The marginal sd
-``σ_δ`` and the length-scales ``ℓ_d`` are sampled hyperparameters; with
+``σ_δ`` and the length-scales ``ℓ_d`` are sampled hyperparameters (a length-scale may be
+fixed instead, ``lengthscale=``); with
 ``scale="hierarchical"`` each campaign's δ_ℓ has its own σ_δℓ, pooled:
 ``log σ_δℓ ~ N(m, s²)`` (docs/model.md §3c).
 
@@ -58,6 +59,10 @@ class Discrepancy:
         different units), the features not named keeping the default. Default per input
         ``d``: ``LogNormal(log(range_d / 2), 1)``, with ``range_d`` the range of that input
         over all campaigns (1 where the range is zero).
+    lengthscale : float or dict of str to float, optional
+        Fixed length-scales, not sampled: one value for every feature, or values by feature
+        name (``{"height": 5.0}``), the others sampled under their priors. A fixed one has no
+        column in the sampled vector and no prior; a feature cannot have both.
     zero_at : array of shape (k, p), optional
         Control-input points where the model is known to be exact: δ = 0 there, for every
         campaign's δ and (with output coordinates) at every output coordinate. Exact: δ is
@@ -106,6 +111,7 @@ class Discrepancy:
         scale_prior: Prior | None = None,
         lengthscale_prior: Prior | dict[str, Prior] | None = None,
         *,
+        lengthscale: float | dict[str, float] | None = None,
         zero_at=None,
         zero_slope_at=None,
         process: str = "gp",
@@ -132,6 +138,7 @@ class Discrepancy:
                     f"Discrepancy: {name} must have support on positive values "
                     f"(HalfNormal, HalfCauchy, LogNormal, Gamma, ...), got {p!r}"
                 )
+        self.lengthscale = _check_lengthscale(lengthscale, mode, per_feature)
         if process not in PROCESSES:
             raise ValueError(f"Discrepancy: process must be one of {PROCESSES}, got {process!r}")
         self.process = process
@@ -192,6 +199,8 @@ class Discrepancy:
             "lengthscale_prior": _prior_dict(self.lengthscale_prior),
         }
         # the keys below only when set: a plain GP's record (and fingerprint) is unchanged
+        if self.lengthscale is not None:
+            out["lengthscale"] = self.lengthscale
         for name in ("zero_at", "zero_slope_at"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name).tolist()
@@ -208,7 +217,7 @@ class Discrepancy:
         return out
 
     def __repr__(self) -> str:
-        extra = ""
+        extra = "" if self.lengthscale is None else f", lengthscale={self.lengthscale!r}"
         for name in ("zero_at", "zero_slope_at"):
             if getattr(self, name) is not None:
                 extra += f", {name}={getattr(self, name).tolist()}"
@@ -306,6 +315,41 @@ def _check_lengthscale_prior(value) -> Prior | dict[str, Prior] | None:
             f"got {value!r}"
         )
     return {k: check_prior(v, f"Discrepancy: lengthscale_prior[{k!r}]") for k, v in value.items()}
+
+
+def _check_lengthscale(value, mode: str, per_feature: dict) -> float | dict[str, float] | None:
+    """Fixed length-scales: None, one positive finite number for every feature, or
+    ``{feature name: number}``; the names are checked against δ's features by the model."""
+    if value is None:
+        return None
+    if mode == "none":
+        raise ValueError("Discrepancy: lengthscale needs a discrepancy, but mode is 'none'")
+
+    def number(v, where: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"Discrepancy: {where} must be a positive number, got {v!r}")
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"Discrepancy: {where} must be positive and finite, got {v!r}")
+        return float(v)
+
+    if not isinstance(value, dict):
+        if per_feature:
+            raise ValueError(
+                f"Discrepancy: lengthscale={value!r} fixes every feature's length-scale, so "
+                f"lengthscale_prior for {sorted(per_feature)} would never be used"
+            )
+        return number(value, "lengthscale")
+    if not value or not all(isinstance(k, str) for k in value):
+        raise ValueError(
+            f"Discrepancy: lengthscale as a dict maps feature names (str) to numbers, got {value!r}"
+        )
+    both = sorted(set(value) & set(per_feature))
+    if both:
+        raise ValueError(
+            f"Discrepancy: {both} have both a fixed lengthscale and a lengthscale_prior; "
+            f"give one or the other"
+        )
+    return {k: number(v, f"lengthscale[{k!r}]") for k, v in value.items()}
 
 
 def _prior_dict(value) -> dict | None:

@@ -20,11 +20,17 @@ state.
 from __future__ import annotations
 
 import inspect
+import signal
+import threading
+import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from ._validation import check_number
+from ._worker import _alarm, _RunTimeout
 from .interfaces import SimulatorMissingError, is_emulator
 
 __all__ = ["FixedValues", "SimulatorForward", "EmulatorForward", "emulator_on", "make_forward"]
@@ -100,6 +106,109 @@ def _run_rows(sim, X: np.ndarray, Theta: np.ndarray, failures: list | None = Non
     return out
 
 
+class _Runs:
+    """Runs of one simulator at many rows for the likelihood, each limited to ``timeout``
+    seconds when one is given (:class:`SimulatorForward`).
+
+    The limit has :func:`calib.run_design`'s semantics (:mod:`calib._worker`): a simulator
+    whose ``run`` takes ``timeout=`` enforces it itself (a :class:`CommandSimulator` kills
+    its process group); any other is interrupted by ``SIGALRM`` in the main thread, and
+    elsewhere counted as timed out when it returns late. A run past the limit is a failed
+    run: its row is NaN and its walker's log-posterior ``-inf``.
+    """
+
+    def __init__(self, sim, timeout: float | None):
+        self.sim = sim
+        self.timeout = timeout
+        self.own = timeout is not None and _takes(sim.run, "timeout")
+        self.failures: list = []  # the first failure, (what, x, θ)
+        self._warned: set[str] = set()  # the one-time notices already given
+
+    def __call__(self, X: np.ndarray, Theta: np.ndarray, group: int, record: bool) -> np.ndarray:
+        """``(k, m)`` outputs at rows ``X (k, p)``, ``Theta (k, q)``, NaN where a run failed;
+        rows come in groups of ``group`` per walker."""
+        failures = self.failures if record else None
+        if self.timeout is None:
+            return _run_rows(self.sim, X, Theta, failures)
+        return self._limited(X, Theta, group, failures)
+
+    def _limited(self, X, Theta, group: int, failures) -> np.ndarray:
+        # a batch call has no per-run limit, so with a timeout every row runs alone (as
+        # run_design's workers do)
+        m = len(self.sim.output_names)
+        out = np.full((X.shape[0], m), np.nan)
+        if not self.own and threading.current_thread() is not threading.main_thread():
+            self._notice(
+                "thread",
+                f"timeout={self.timeout:g} s cannot interrupt the simulator outside the main "
+                f"thread (SIGALRM reaches only the main thread); a run past it counts as "
+                f"timed out only when it returns. Call sample() from the main thread, or give "
+                f"the simulator a run(x, theta, timeout=) that enforces it",
+            )
+        skip_to = 0
+        for i in range(X.shape[0]):
+            if i < skip_to:
+                continue  # its walker already timed out: -inf whatever the rest returns
+            why, timed_out = self._one(X[i], Theta[i], m, out[i])
+            if why is None:
+                continue
+            if failures is not None and not failures:
+                failures.append((why, X[i].tolist(), Theta[i].tolist()))
+            if timed_out:
+                self._notice("timeout", f"{why} {_at(self.sim, X[i], Theta[i])}" + _LATER)
+                skip_to = (i // group + 1) * group
+        return out
+
+    def _one(self, x, theta, m: int, row: np.ndarray) -> tuple[str | None, bool]:
+        """Run once into ``row``; returns what went wrong (None if nothing) and whether the
+        run timed out."""
+        t = self.timeout
+        t0 = time.perf_counter()
+        try:
+            if self.own:
+                r = self.sim.run(x, theta, timeout=t)
+            else:
+                with _alarm(t):
+                    r = self.sim.run(x, theta)
+            r = np.asarray(r, dtype=float)
+        except SimulatorMissingError:
+            raise
+        except (_RunTimeout, TimeoutError):
+            return f"a simulator run ran past timeout={t:g} s and was stopped", True
+        except Exception as exc:  # noqa: BLE001 - a failed run rejects the walker, not the chain
+            return f"it raised {type(exc).__name__}: {exc}", False
+        elapsed = time.perf_counter() - t0
+        if elapsed > t:
+            return f"a simulator run took {elapsed:.3g} s, more than timeout={t:g} s", True
+        if r.size != m:
+            return f"it returned {r.size} values where {m} outputs were expected", False
+        row[:] = r.reshape(m)
+        if not np.isfinite(row).all():
+            return f"it returned non-finite values {r.reshape(-1).tolist()}", False
+        return None, False
+
+    def _notice(self, key: str, message: str) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        from .likelihood import SimulatorWarning  # the likelihood's warning; it sits above
+
+        warnings.warn(message, SimulatorWarning, stacklevel=4)
+
+
+_LATER = (
+    "; a timed-out run is a failed run, as run_design records it with status 'timeout': its "
+    "walker gets log-posterior -inf. Later timeouts are counted with the other failures"
+)
+
+
+def _at(sim, x, theta) -> str:
+    """``(at x = [...], k = 2.5, ...)``: where a run went wrong, by the simulator's names."""
+    names = list(getattr(sim, "parameter_names", ()))
+    at = ", ".join(f"{n} = {v:.6g}" for n, v in zip(names, theta)) or str(list(theta))
+    return f"(at x = {np.asarray(x).tolist()}, {at})"
+
+
 class _SimulatorFn(torch.autograd.Function):
     """Simulator output with a central finite-difference backward pass in θ.
 
@@ -110,19 +219,19 @@ class _SimulatorFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, theta: torch.Tensor, sim, X: np.ndarray, fixed, failures) -> torch.Tensor:
+    def forward(ctx, theta: torch.Tensor, runs: _Runs, X: np.ndarray, fixed) -> torch.Tensor:
         W, n, q = theta.shape
         th = theta.detach().cpu().numpy()
         full = th if fixed is None else fixed.full_np(th)
         Xr = np.broadcast_to(X, (W, n, X.shape[1])).reshape(W * n, X.shape[1])
-        rows = _run_rows(sim, Xr, full.reshape(W * n, full.shape[-1]), failures)
+        rows = runs(Xr, full.reshape(W * n, full.shape[-1]), n, True)
         out = rows.reshape(W, n, -1)
-        ctx.sim, ctx.X, ctx.th, ctx.fixed = sim, X, th, fixed
+        ctx.runs, ctx.X, ctx.th, ctx.fixed = runs, X, th, fixed
         return torch.as_tensor(out, dtype=theta.dtype, device=theta.device)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        sim, X, th, fixed = ctx.sim, ctx.X, ctx.th, ctx.fixed
+        runs, X, th, fixed = ctx.runs, ctx.X, ctx.th, ctx.fixed
         W, n, q = th.shape  # the sampled parameters only: a fixed one needs no derivative
         h = np.cbrt(np.finfo(float).eps) * np.maximum(np.abs(th), 1e-3)  # (W, n, q)
         eye = np.eye(q)
@@ -132,27 +241,53 @@ class _SimulatorFn(torch.autograd.Function):
         if fixed is not None:
             Th = fixed.full_np(Th)
         Xr = np.broadcast_to(X, (2 * q * W, n, X.shape[1])).reshape(2 * q * W * n, X.shape[1])
-        f = _run_rows(sim, Xr, Th).reshape(2, q, W, n, -1)
+        f = runs(Xr, Th, n, False).reshape(2, q, W, n, -1)
         hk = np.moveaxis(h, -1, 0)[..., None]  # (q, W, n, 1)
         jac = (f[0] - f[1]) / (2.0 * hk)  # (q, W, n, m): ∂η/∂θ_k
         g = torch.as_tensor(np.nan_to_num(jac), dtype=grad_out.dtype, device=grad_out.device)
         grad_theta = torch.einsum("kwnm,wnm->wnk", g, grad_out)
-        return grad_theta, None, None, None, None
+        return grad_theta, None, None, None
 
 
 class SimulatorForward:
-    """Direct mode: the simulator is evaluated inside the likelihood."""
+    """Direct mode: the simulator is evaluated inside the likelihood.
+
+    Parameters
+    ----------
+    simulator : Simulator
+    fixed : FixedValues, optional
+    timeout : float, optional
+        Seconds one run may take (``Calibrator(timeout=)``), with :func:`calib.run_design`'s
+        semantics (:class:`_Runs`); None: no limit.
+
+    Raises
+    ------
+    ValueError
+        For a timeout that is not seconds > 0, or one that cannot be enforced here: a
+        simulator without ``run(..., timeout=)`` on a platform with no ``SIGALRM`` timer.
+    """
 
     emulator = False
 
-    def __init__(self, simulator, fixed: FixedValues | None = None):
+    def __init__(self, simulator, fixed: FixedValues | None = None, timeout: float | None = None):
+        if timeout is not None:
+            timeout = check_number(timeout, "timeout", 0, what="seconds > 0 or None")
         self.model = simulator
         self.fixed = fixed
+        self.timeout = timeout
+        self._runs = _Runs(simulator, timeout)
+        if timeout is not None and not self._runs.own and not hasattr(signal, "setitimer"):
+            raise ValueError(
+                f"timeout={timeout:g}: {type(simulator).__name__}.run takes no timeout= and "
+                f"this platform has no SIGALRM timer to interrupt it; give the simulator a "
+                f"run(x, theta, timeout=) that enforces it (a CommandSimulator does), or "
+                f"timeout=None"
+            )
         #: the first failure seen, ``(what, x, θ)``, for error messages (:func:`find_map`)
-        self.failures: list = []
+        self.failures: list = self._runs.failures
 
     def __call__(self, X: np.ndarray, theta: torch.Tensor):
-        mean = _SimulatorFn.apply(theta, self.model, X, self.fixed, self.failures)
+        mean = _SimulatorFn.apply(theta, self._runs, X, self.fixed)
         failed = ~torch.isfinite(mean).all(dim=-1).all(dim=-1)
         return mean, None, failed
 
@@ -286,12 +421,22 @@ def emulator_on(emulator, device: torch.device):
 
 
 def make_forward(
-    model, device: torch.device | None = None, fixed: FixedValues | None = None
+    model,
+    device: torch.device | None = None,
+    fixed: FixedValues | None = None,
+    timeout: float | None = None,
 ) -> SimulatorForward | EmulatorForward:
     """The forward model of ``model`` (a simulator or an emulator) for a calibration on
     ``device`` (default the CPU); an emulator is placed there by :func:`emulator_on`.
-    ``fixed`` inserts the fixed parameters' values."""
+    ``fixed`` inserts the fixed parameters' values; ``timeout`` limits each simulator run
+    (:class:`SimulatorForward`) and is refused for an emulator, which is never run."""
     if not is_emulator(model):
-        return SimulatorForward(model, fixed)
+        return SimulatorForward(model, fixed, timeout)
+    if timeout is not None:
+        raise ValueError(
+            f"timeout={timeout!r}: a timeout limits each simulator run in direct mode; an "
+            f"emulator ({type(model).__name__}) runs no simulator (run_design(timeout=) "
+            f"limits the runs it is fitted on)"
+        )
     dev = torch.device("cpu") if device is None else device
     return EmulatorForward(emulator_on(model, dev), fixed)

@@ -29,6 +29,7 @@ from ._data_only import data_only_sd
 from ._threads import torch_threads
 from ._validation import check_int, check_seed
 from .blocks import CompletePooling, PartialPooling
+from .conditional import conditional_mean
 
 __all__ = [
     "CONTRACTION_LOW",
@@ -404,19 +405,28 @@ def _delta_shares(post, n_draws: int, seed: int | None) -> list[dict]:
     model = post.model
     names, m = model.campaign_names, model.m
     fits = []
-    for c, X, y in zip(names, model.xs, model.ys):
+    for l, (c, X, y) in enumerate(zip(names, model.xs, model.ys)):
         d, r = np.empty(y.shape), np.empty(y.shape)
-        step = max(1, _CHUNK // m)
+        # a campaign at its own output coordinates: δ̂ and η̂ at its columns (outputs of the
+        # model or interpolated ones), from the same conditional (calib/_field_coords.py)
+        cols = None if model.field is None else model.field.columns[l]
+        U = None if cols is None else post._subsample(n_draws)
+        step = max(1, _CHUNK // y.shape[1])
         for a in range(0, X.shape[0], step):
             part = X[a : a + step]
+            if cols is not None:
+                d[a : a + step] = conditional_mean(model, U, part, l, "discrepancy", cols)
+                r[a : a + step] = conditional_mean(model, U, part, l, "reality", cols)
+                continue
             d[a : a + step] = post.discrepancy(part, campaign=c, n_draws=n_draws, seed=seed).mean
             r[a : a + step] = post.predict(part, campaign=c, n_draws=n_draws, seed=seed).mean
         fits.append((d, r - d, y))
     outs = list(post.calibrator.output_names)
+    # with output coordinates every column of a campaign is in one group (y's columns)
     groups = (
         [(outs[j], [j]) for j in range(m)]
         if m > 1 and model.output_coords is None
-        else [(None, list(range(m)))]
+        else [(None, slice(None))]
     )
     scopes = [(c, [k]) for k, c in enumerate(names)] if len(names) > 1 else []
     scopes.append((None, list(range(len(names)))))

@@ -126,7 +126,13 @@ class Emulator(Protocol):
     predictive covariance ``(n_walkers, m, n_points, n_points)``. It may accept an optional
     ``outputs=`` (indices of the outputs wanted): the likelihood then asks only for the
     observed outputs and gets ``m = len(outputs)``; a plug-in without it is given the full
-    prediction and sliced.
+    prediction and sliced. It may also accept an optional ``weights=`` (an array
+    ``(k, m)`` of nonnegative rows summing to one, given instead of ``outputs``): it then
+    returns ``k`` outputs, the linear interpolations ``Σ_j a_ij η_j`` of its own, which is
+    how the likelihood reaches observations between its output coordinates
+    (``Campaign(coords=)``; :class:`emulators.BasisGPEmulator` interpolates its basis). A
+    plug-in without it has its outputs' means and covariances interpolated
+    (:mod:`calib._field_coords`).
     """
 
     def fit(self, inputs: np.ndarray, outputs: np.ndarray) -> Emulator: ...

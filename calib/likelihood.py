@@ -54,6 +54,7 @@ from .blocks import (
     noise_block,
     pooling_block,
 )
+from .blocks.correlated import correlate
 from .discrepancy import Discrepancy
 from .observations import Observations
 from .parameters import Parameter
@@ -88,6 +89,11 @@ class Model:
         Where the model's constants live and its arithmetic runs (default the CPU; checked
         by :func:`calib._device.resolve_device`). Its methods take tensors on any device and
         return their results on the device of the tensor they were given.
+    correlated : list of (names, LKJ), optional
+        Groups of partially pooled parameters pooled jointly, each with its LKJ prior
+        (:func:`calib.blocks.correlated.check_correlated`; docs/model.md §2c).
+    field_coords : list of (array (k_ℓ, r) or None), optional
+        Per campaign, its columns' own output coordinates (``Campaign(coords=)``).
     """
 
     def __init__(
@@ -105,6 +111,8 @@ class Model:
         hyperpriors: dict[str, dict[str, Prior]],
         noise_prior: Prior | None = None,
         device: torch.device | None = None,
+        correlated: list | None = None,
+        field_coords: list[np.ndarray | None] | None = None,
     ):
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.forward = forward
@@ -113,7 +121,7 @@ class Model:
         self.L = len(campaign_names)
         self.q = len(parameters)
         self.p = xs[0].shape[1]
-        self.m = ys[0].shape[1]
+        self.m = ys[0].shape[1] if output_coords is None else output_coords.shape[0]
         self.input_names = tuple(input_names)
         self.output_coords = output_coords
         self.discrepancy = discrepancy
@@ -131,7 +139,9 @@ class Model:
         # are the model's own attributes: the likelihood plan, predictions and checks read them
         joint = discrepancy.couples_campaigns or forward.emulator
         indep = discrepancy.per_campaign
-        obs = Observations(xs, ys, noises, output_coords, input_names, joint, indep)
+        obs = Observations(
+            xs, ys, noises, output_coords, input_names, joint, indep, field_coords, campaign_names
+        )
         for key, value in vars(obs).items():
             setattr(self, key, value)
         self._dsq = obs.delta_sq_dists() if discrepancy.active else None
@@ -149,7 +159,10 @@ class Model:
         self.hyperpriors = {
             b.name: b.hyperpriors for b in self.param_blocks if isinstance(b, PartialPooling)
         }
-        blocks: list[Block] = list(self.param_blocks)
+        # correlated groups: their members become CorrelatedMember blocks, and each group's
+        # correlation matrix is a block of its own right after the parameters
+        corr_blocks = correlate(self.param_blocks, correlated or [])
+        blocks: list[Block] = list(self.param_blocks) + corr_blocks
         self.disc_block = None
         if discrepancy.active:
             self.disc_block = DiscrepancyHyper.with_defaults(
@@ -183,7 +196,7 @@ class Model:
         self._t_row_campaign = self._tensor(self.row_campaign)
         self._t_blk_campaign = self._tensor(self.obs_campaign[idx])  # (B, Nmax)
         # residual gathers: from the forward mean (W, n_rows, m) (direct mode, predictions)
-        full = (self.obs_row * self.m + self.obs_col)[idx].reshape(-1)
+        full = (self.obs_row * self.M + self.obs_col)[idx].reshape(-1)  # M: _field_coords
         self._t_res_full = self._tensor(full)
         self._t_res_idx = self._t_res_full
         # the constant diagonal of eq. 6: jitter, known noise, 1 at pads
@@ -209,6 +222,7 @@ class Model:
         cols = np.unique(self.obs_col)
         nr, nc = len(self.X_rows), cols.size
         self._emu_outputs = None if nc == self.m else tuple(int(c) for c in cols)
+        self._emu_field = None if self.M == self.m else cols  # some interpolated
         self._t_emu_x = self._tensor(self.X_rows, DTYPE)  # (n_rows, p)
         ci = np.searchsorted(cols, self.obs_col)
         self._t_res_idx = self._tensor((self.obs_row * nc + ci)[idx].reshape(-1))
@@ -266,11 +280,20 @@ class Model:
         if self.forward.emulator:
             n = self._t_emu_x.shape[0]
             th = theta.expand(W, n, self.q) if L == 1 else theta[:, self._t_row_campaign]
-            mean, cov = self.forward.predict(self._t_emu_x, th, self._emu_outputs)
+            if self._emu_field is not None:
+                mean, cov = self.field.predict(self.forward, self._t_emu_x, th, self._emu_field)
+            else:
+                mean, cov = self.forward.predict(self._t_emu_x, th, self._emu_outputs)
             return mean, cov, None
         n = self.X_rows.shape[0]
         th = theta.expand(W, n, self.q) if L == 1 else theta[:, self._t_row_campaign]
-        return self.forward(self.X_rows, th)
+        return self.forward_rows(self.X_rows, th)
+
+    def forward_rows(self, X: np.ndarray, theta: torch.Tensor):
+        """``self.forward`` at rows ``X``, and at campaigns' own output coordinates
+        (outputs ``m … M−1``, :meth:`calib._field_coords.FieldOutputs.forward`)."""
+        f = self.forward
+        return f(X, theta) if self.M == self.m else self.field.forward(f, X, theta)
 
     def _residuals(self, mean: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``y − η`` per block, ``(W, B, Nmax)``, zero at pads."""

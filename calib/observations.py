@@ -7,12 +7,17 @@ independent a priori: one block per campaign when δ is ``"none"`` or ``"indepen
 direct mode, and a single block of all entries when one δ couples the campaigns
 (``"shared"``) or an emulator is used (its error is one GP over all campaigns' points).
 Blocks are padded to a common size (docs/model.md, "Cost of one log-posterior call").
+
+A campaign with its own output coordinates (``Campaign(coords=)``) has its columns mapped
+onto the outputs by :class:`calib._field_coords.FieldOutputs`: an output of the model, or a
+virtual one interpolated between two; ``s_j`` is then the column's own coordinate.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ._field_coords import FieldOutputs
 from .kernels import sq_dists
 
 __all__ = ["Observations"]
@@ -29,11 +34,17 @@ class Observations:
     input_names : names of the control inputs (δ's feature names)
     joint : one covariance block of all entries (shared δ or an emulator)
     delta_per_campaign : δ links entries of the same campaign only (``"independent"``)
+    field_coords : per campaign the coordinates ``(k_ℓ, r)`` of its columns or None
+        (``Campaign(coords=)``); then that campaign's ``y`` is ``(n, k_ℓ)``
+    campaign_names : names of the campaigns, for messages
 
     Attributes
     ----------
     obs_row, obs_col, obs_campaign, y_obs : (N,) row (over all campaigns' rows), output,
-        campaign and value of each observed entry
+        campaign and value of each observed entry; outputs ``m … M−1`` are the virtual
+        ones of ``field`` (``M = m`` without)
+    field : FieldOutputs or None
+        The virtual outputs, when some campaign has coordinates of its own
     known_var : (N,) known noise variances, or None unless every campaign has noise_sd
     z_obs : (N, D) δ's features; ``feature_names`` their names
     block_idx, block_pad : (B, Nmax) the entries of each covariance block and its pads
@@ -48,10 +59,24 @@ class Observations:
         input_names: tuple[str, ...],
         joint: bool,
         delta_per_campaign: bool,
+        field_coords: list[np.ndarray | None] | None = None,
+        campaign_names: list[str] | None = None,
     ):
         self.xs, self.ys, self.noises = xs, ys, noises
         self._delta_per_campaign = delta_per_campaign
-        L, m = len(xs), ys[0].shape[1]
+        L = len(xs)
+        self.field = None
+        if field_coords is not None and any(c is not None for c in field_coords):
+            names = campaign_names or [str(l) for l in range(L)]
+            self.field = FieldOutputs(output_coords, list(field_coords), list(names))
+        m = ys[0].shape[1] if output_coords is None else output_coords.shape[0]
+        if self.field is None and any(y.shape[1] != m for y in ys):
+            # a Campaign(coords=) whose coordinates did not reach here: never guess them
+            raise ValueError(
+                f"campaigns: y has {sorted({y.shape[1] for y in ys})} columns where the model "
+                f"has {m} outputs; a campaign with coords= needs them passed (field_coords)"
+            )
+        self.M = m if self.field is None else self.field.M
         self.row_offsets = np.cumsum([0] + [x.shape[0] for x in xs])
         self.X_rows = np.concatenate(xs, axis=0)  # (n_rows, p)
         self.row_campaign = np.concatenate([np.full(x.shape[0], l) for l, x in enumerate(xs)])
@@ -59,7 +84,8 @@ class Observations:
         for l, y in enumerate(ys):
             i, j = np.nonzero(np.isfinite(y))
             obs_row.append(i + self.row_offsets[l])
-            obs_col.append(j)
+            cols = None if self.field is None else self.field.columns[l]
+            obs_col.append(j if cols is None else cols[j])
             obs_camp.append(np.full(i.size, l))
             y_obs.append(y[i, j])
             if noises[l] is not None:
@@ -82,7 +108,8 @@ class Observations:
         feats = [self.X_rows[self.obs_row]]
         feat_names = list(input_names)
         if output_coords is not None:
-            feats.append(output_coords[self.obs_col])
+            coords = output_coords if self.field is None else self.field.coords
+            feats.append(coords[self.obs_col])
             r = output_coords.shape[1]
             feat_names += ["s"] if r == 1 else [f"s{k}" for k in range(r)]
         self.z_obs = np.concatenate(feats, axis=1)  # (N, D)

@@ -30,7 +30,9 @@ from .priors import HalfNormal, Normal, Prior, Uniform, check_prior
 
 __all__ = ["Parameter", "POOLING_MODES", "StackedTransform", "TRANSFORM_KINDS"]
 
-POOLING_MODES = ("complete", "none", "partial")
+POOLING_MODES = ("complete", "none", "partial", "spike_slab")
+#: the spike's sd as a fraction of the slab's τ when ``spike`` is not given (docs/model.md §2b)
+DEFAULT_SPIKE = 0.05
 TRANSFORM_KINDS = ("identity", "lower", "upper", "both")
 
 
@@ -59,6 +61,26 @@ def _fixed_value(
         raise ValueError(
             f"Parameter '{name}': value={v!r} fixes it, so it takes no prior; got prior={prior!r}"
         )
+    return v
+
+
+def _spike(value: Any, name: str, pooling: str) -> float | None:
+    """ε of a spike-and-slab parameter (None for the other poolings), checked."""
+    if pooling != "spike_slab":
+        if value is not None:
+            raise ValueError(
+                f"Parameter '{name}': spike applies to pooling='spike_slab', got "
+                f"pooling={pooling!r}"
+            )
+        return None
+    if value is None:
+        return DEFAULT_SPIKE
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"Parameter '{name}': spike: expected a number, got {value!r}")
+    v = float(value)
+    # above 1/2 the spike is no longer narrow beside the slab: not a "no effect" component
+    if not 0.0 < v <= 0.5:
+        raise ValueError(f"Parameter '{name}': spike: expected a number in (0, 0.5], got {v!r}")
     return v
 
 
@@ -94,9 +116,12 @@ class Parameter:
         A bounded parameter without a prior has ``Uniform(lower, upper)``; an unbounded one
         needs a prior (or, when partially pooled, hyperpriors given to the Calibrator).
         A prior whose support reaches past the bounds is truncated to them.
-    pooling : {"complete", "none", "partial"}
+    pooling : {"complete", "none", "partial", "spike_slab"}
         ``"complete"``: one θ for all campaigns; ``"none"``: an independent θ per campaign,
-        each with the prior; ``"partial"``: ``u_ℓ = g(θ_ℓ) ~ N(μ, τ²)``.
+        each with the prior; ``"partial"``: ``u_ℓ = g(θ_ℓ) ~ N(μ, τ²)``; ``"spike_slab"``:
+        ``u_ℓ ~ π₀ N(μ, (ε τ)²) + (1 − π₀) N(μ, τ²)``, a campaign either at the population
+        value (the spike) or truly different (the slab), with ``π₀`` sampled
+        (docs/model.md §2b; ``Posterior.inclusion_probability``, ``Posterior.discoveries``).
     value : float, optional
         Fix the parameter at this value: it is passed to the simulator (or emulator) but
         not sampled, and recorded in the archive (e.g. a support stiffness at ``inf`` for a
@@ -110,6 +135,10 @@ class Parameter:
         campaign, the usual calibration case), non-centred when campaigns have few or noisy
         observations (Papaspiliopoulos, Roberts & Sköld 2007). docs/model.md §2 has the
         measurements; a ConvergenceWarning on a population scale suggests the switch.
+        ``pooling="spike_slab"`` takes it too: the mixture on ``z_ℓ`` or on ``u_ℓ``.
+    spike : float, optional
+        For ``pooling="spike_slab"``: ε, the spike's sd as a fraction of the slab's τ, in
+        (0, 0.5]; default 0.05 (docs/model.md §2b says why). Refused for other poolings.
 
     Examples
     --------
@@ -126,6 +155,7 @@ class Parameter:
         pooling: str = "complete",
         centered: bool = False,
         value: float | None = None,
+        spike: float | None = None,
     ):
         if not isinstance(name, str) or not name:
             raise TypeError(f"Parameter: name must be a non-empty string, got {name!r}")
@@ -149,6 +179,7 @@ class Parameter:
         if not isinstance(centered, bool):
             raise TypeError(f"Parameter '{name}': centered must be True or False, got {centered!r}")
         self.centered = centered
+        self.spike = _spike(spike, name, pooling)
         self.value = _fixed_value(value, name, self.lower, self.upper, prior, pooling)
         if self.value is not None:  # not sampled: no prior, no transform
             self.prior = None
@@ -165,13 +196,21 @@ class Parameter:
                     f"Parameter '{name}': prior {prior!r} has support [{lo}, {hi}] which does "
                     f"not overlap the bounds [{a}, {b}]"
                 )
+            # a prior whose mass inside the bounds underflows to 0 would make every start
+            # fail with "θ = nan" later: say so here (a Normal(100, 1) on [-5, 5])
+            fa, fb = prior.scipy().cdf([max(lo, a), min(hi, b)])
+            if not fb - fa > 0:
+                raise ValueError(
+                    f"Parameter '{name}': prior {prior!r} puts no mass (in double precision) "
+                    f"inside the bounds [{a}, {b}]"
+                )
             # the sampler's unconstrained space follows the prior's support where it is
             # narrower than the bounds (a LogNormal prior makes θ positive)
             if math.isfinite(lo) and (self.lower is None or lo > self.lower):
                 self.lower = lo
             if math.isfinite(hi) and (self.upper is None or hi < self.upper):
                 self.upper = hi
-        if prior is None and pooling != "partial":
+        if prior is None and pooling not in ("partial", "spike_slab"):
             raise ValueError(
                 f"Parameter '{name}': an unbounded parameter needs a prior, got prior=None "
                 f"(give prior=..., or bounds for a Uniform prior)"
@@ -257,7 +296,7 @@ class Parameter:
         return {"mean": Normal(m, s), "scale": HalfNormal(s)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "name": self.name,
             "lower": self.lower,
             "upper": self.upper,
@@ -266,6 +305,9 @@ class Parameter:
             "centered": self.centered,
             "value": self.value,
         }
+        if self.spike is not None:  # only spike-and-slab has it: other archives unchanged
+            d["spike"] = self.spike
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Parameter:
@@ -279,14 +321,20 @@ class Parameter:
             d.get("pooling", "complete"),
             centered=bool(d.get("centered", False)),
             value=d.get("value"),
+            spike=d.get("spike"),
         )
 
     def __repr__(self) -> str:
         return (
             f"Parameter({self.name!r}, lower={self.lower!r}, upper={self.upper!r}, "
             f"prior={self.prior!r}, pooling={self.pooling!r}"
-            + (", centered=True" if self.pooling == "partial" and self.centered else "")
+            + (
+                ", centered=True"
+                if self.pooling in ("partial", "spike_slab") and self.centered
+                else ""
+            )
             + ("" if self.value is None else f", value={self.value!r}")
+            + ("" if self.spike is None else f", spike={self.spike!r}")
             + ")"
         )
 

@@ -365,8 +365,11 @@ class Posterior(Predictions, Exports, Identifiability):
         )
         more_s = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         n, budget = self.chain.shape[0], self.info.get("n_steps_budget", self.chain.shape[0])
-        pooled = {
-            b.name: b.parameter for b in self.model.param_blocks if isinstance(b, PartialPooling)
+        pooled = {  # the groups whose parameterization can be flipped (not correlated ones)
+            b.name: b.parameter
+            for b in self.model.param_blocks
+            if isinstance(b, PartialPooling)
+            and b.pooled_group(self.model.slots).population == "normal"
         }
         slow = [r["name"].split(".")[0] for r in bad if r["name"].split(".")[0] in pooled]
         hint = ""
@@ -400,5 +403,31 @@ class Posterior(Predictions, Exports, Identifiability):
             f"Posterior(n_steps={self.chain.shape[0]}, n_walkers={self.n_walkers}, burn={self.burn}, "
             f"n_dim={self.chain.shape[2]})"
         )
+
+    # ------------------------------------------------------------------ spike-and-slab
+    def inclusion_probability(self, name: str) -> dict[str, float]:
+        """``{campaign: P(slab | data)}`` of a ``pooling="spike_slab"`` parameter: how
+        probably each campaign differs from the population (Rao-Blackwellized over the
+        draws; :func:`calib._spike_slab.inclusion_probability`, docs/model.md §2b)."""
+        from ._spike_slab import inclusion_probability
+
+        return inclusion_probability(self, name)
+
+    def discoveries(self, name: str, fdr: float = 0.1):
+        """The campaigns whose ``name`` (``pooling="spike_slab"``) differs, at a Bayesian
+        false discovery rate ``fdr``: a :class:`calib._spike_slab.Discoveries` (the largest
+        set whose mean posterior null probability is at most ``fdr``; docs/model.md §2b)."""
+        from ._spike_slab import discoveries
+
+        return discoveries(self, name, fdr)
+
+    # ------------------------------------------------------------------ correlated pooling
+    def correlation(self, a: str, b: str) -> np.ndarray:
+        """Posterior draws of the correlation of the population effects of ``a`` and ``b``
+        (``Calibrator(correlated=[(a, b)])``; the quantity ``"corr(a,b)"``, either order;
+        :func:`calib.blocks.correlated.correlation_draws`, docs/model.md §2c)."""
+        from .blocks.correlated import correlation_draws
+
+        return correlation_draws(self, a, b)
 
     # ------------------------------------------------------------------ exports

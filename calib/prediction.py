@@ -151,15 +151,26 @@ class Predictions:
 
     def _theta_new(self, U: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """θ of a new, unseen campaign for every draw: from the population for partially
-        pooled parameters, the common value for complete pooling, the prior for none."""
+        pooled parameters (jointly for a correlated group), the common value for complete
+        pooling, the prior for none."""
         with torch.no_grad():
             parts = self.model.unpack(U)
         S = U.shape[0]
         theta = parts["theta"]
-        cols = [
-            block.theta_new(theta[:, :, j], parts, rng, S)
-            for j, block in enumerate(self.model.param_blocks)
-        ]
+        cols, joint = [], {}
+        for j, block in enumerate(self.model.param_blocks):
+            group = getattr(block, "group", None)
+            if group is None:
+                cols.append(block.theta_new(theta[:, :, j], parts, rng, S))
+                continue
+            # correlated pooling: one z for the whole group, θ_new = g⁻¹(μ + τ ⊙ L_Ω z)
+            # (docs/model.md §2c), drawn when its first member comes
+            if group.slot not in joint:
+                with torch.no_grad():
+                    joint[group.slot] = group.standard_new(
+                        U.to(self.model.device), self.model.slots, rng
+                    )
+            cols.append(block.theta_from(joint[group.slot][block.name].to(U.device), parts))
         return torch.stack(cols, dim=1)
 
     def _disc_scale_new(self, U: torch.Tensor, rng: np.random.Generator) -> torch.Tensor | None:

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from scipy import stats
 
+from ._lkj import LKJ as LKJ  # a prior on a correlation matrix (Calibrator(correlated=))
+
 __all__ = [
     "Prior",
     "Normal",
@@ -37,8 +39,10 @@ __all__ = [
     "HalfCauchy",
     "Uniform",
     "Gamma",
+    "Beta",
     "StackedLogProb",
     "stack",
+    "LKJ",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -134,7 +138,9 @@ class Prior:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Prior:
         """Inverse of :meth:`to_dict`; only the classes of this module are accepted."""
-        kinds = {c.__name__: c for c in (Normal, LogNormal, HalfNormal, HalfCauchy, Uniform, Gamma)}
+        kinds = {
+            c.__name__: c for c in (Normal, LogNormal, HalfNormal, HalfCauchy, Uniform, Gamma, Beta)
+        }
         d = dict(d)
         kind = d.pop("type", None)
         if kind not in kinds:
@@ -413,5 +419,9 @@ def check_prior(value: Any, name: str) -> Prior | None:
         return value
     raise TypeError(
         f"{name} must be a calib.priors prior (Normal, LogNormal, HalfNormal, HalfCauchy, "
-        f"Uniform, Gamma) or None, got {value!r}"
+        f"Uniform, Gamma, Beta) or None, got {value!r}"
     )
+
+
+# a Prior like the others, defined in its own module for this one's length
+from ._beta import Beta  # noqa: E402

@@ -33,6 +33,7 @@ _SECTIONS = (
     "simulator",
     "parameters",
     "hyperpriors",
+    "correlated",
     "design",
     "runs",
     "emulator",
@@ -147,6 +148,8 @@ def read_study(path: str | Path) -> Study:
         "hyperpriors": hyperpriors,
         "noise_prior": noise_prior,
         "study": {"file": str(path), "content": content},
+        # correlated pooling: checked by from_config (it reads the archive's records too)
+        **({"correlated": content["correlated"]} if "correlated" in content else {}),
     }
     try:  # the Calibrator's own checks: campaigns against the simulator, pooling, δ, noise
         cal = from_config(config, model, campaigns=campaigns)

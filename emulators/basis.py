@@ -17,6 +17,14 @@ with ``C_k`` the latent covariance of weight ``k`` and ``t_j`` the truncation va
 of output ``j`` (the mean squared residual of the rank-``K`` reconstruction on the
 training runs), added independently at each point. The covariance *between* outputs
 (``Σ_k φ_jk φ_lk C_k``) is dropped: the contract returns one ``(n, n)`` block per output.
+
+At an output coordinate between the simulator's (``predict_torch(weights=)``, used for
+``Campaign(coords=)``): each basis vector and the mean are interpolated linearly along the
+coordinate, ``φ_vk = Σ_j a_vj φ_jk``, ``μ_v = Σ_j a_vj μ_j`` (SEPIA carries its basis to
+the field indices the same way), so the weights' GPs are unchanged and the prediction is
+the interpolated field itself; the truncation variance is interpolated too,
+``t_v = Σ_j a_vj t_j`` (for weights ≥ 0 summing to one, never below the variance of the
+interpolated residual whatever its correlation between neighbouring outputs).
 """
 
 from __future__ import annotations
@@ -205,7 +213,10 @@ class BasisGPEmulator:
         return Prediction(mean=mean, var=var, cov=cov)
 
     def predict_torch(
-        self, inputs: torch.Tensor, outputs: Sequence[int] | None = None
+        self,
+        inputs: torch.Tensor,
+        outputs: Sequence[int] | None = None,
+        weights: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batched, differentiable prediction (see the module docstring for the form).
 
@@ -215,18 +226,28 @@ class BasisGPEmulator:
         outputs : sequence of int, optional
             Map the weights onto these outputs only (their rows of the basis), in this
             order. Every component GP is evaluated either way. Default: all.
+        weights : array of shape (k, m), optional
+            Instead of ``outputs``: predict ``k`` interpolations ``Σ_j a_ij η_j`` of the
+            outputs, one per row of nonnegative weights summing to one (the module
+            docstring says how); a row of the identity is output ``j`` itself.
 
         Returns
         -------
         mean : Tensor of shape (W, n, k) or (n, k)
         cov : Tensor of shape (W, k, n, n) or (k, n, n)
-            ``k`` = ``len(outputs)``, or ``m``. Per output; cross-output covariance
-            dropped; truncation variance added on the diagonal.
+            ``k`` = ``len(outputs)``, the rows of ``weights``, or ``m``. Per output;
+            cross-output covariance dropped; truncation variance added on the diagonal.
+
+        Raises
+        ------
+        ValueError
+            Both ``outputs`` and ``weights``; weights of another shape, negative, or rows
+            that do not sum to one.
         """
         self._check_fitted()
         gp = self.gp_
         x, squeeze = gp._torch_inputs(inputs)
-        sel = self._selection(outputs)
+        sel = self._selection(outputs) if weights is None else self._weighted(outputs, weights)
         wm, wc = gp._predict(x, gp._selection(None))  # (W, n, K), (W, K, n, n)
         mean = sel.mu + self._scale * (wm @ sel.phi_t)  # (W, n, k)
         n = wc.shape[-1]
@@ -249,6 +270,25 @@ class BasisGPEmulator:
             if len(self._selections) >= 16:
                 self._selections.clear()
             sel = self._selections[key] = _Selection(self, key)
+        return sel
+
+    def _weighted(self, outputs: Sequence[int] | None, weights: np.ndarray) -> _Selection:
+        """The selection of interpolated outputs, checked and cached by its weights."""
+        if outputs is not None:
+            raise ValueError("give outputs= or weights=, not both")
+        a = np.asarray(weights, dtype=np.float64)
+        key = ("weights", a.shape, a.tobytes())
+        sel = self._selections.get(key)
+        if sel is None:  # checked once per set of weights (the likelihood reuses them)
+            m = self.n_outputs
+            if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] != m:
+                raise ValueError(f"weights: expected shape (k, {m}) with k >= 1, got {a.shape}")
+            bad = not np.isfinite(a).all() or (a < 0).any()
+            if bad or np.abs(a.sum(axis=1) - 1).max() > 1e-9:
+                raise ValueError("weights: expected nonnegative rows summing to one")
+            if len(self._selections) >= 16:
+                self._selections.clear()
+            sel = self._selections[key] = _Selection(self, None, a)
         return sel
 
     def loo(self) -> tuple[np.ndarray, np.ndarray]:
@@ -334,17 +374,24 @@ class BasisGPEmulator:
 
 
 class _Selection:
-    """The basis rows of some outputs, on the emulator's device."""
+    """The basis rows of some outputs, or their interpolations ``a (k, m)``, on the
+    emulator's device."""
 
-    def __init__(self, em: BasisGPEmulator, key: tuple[int, ...] | None):
+    def __init__(
+        self, em: BasisGPEmulator, key: tuple[int, ...] | None, a: np.ndarray | None = None
+    ):
         dev = em.gp_.device
         rows = slice(None) if key is None else list(key)
-        phi = torch.as_tensor(em._phi[rows], device=dev)  # (k, K)
+        if a is None:
+            phi_np, mu_np, trunc_np = em._phi[rows], em._mu[rows], em._trunc[rows]
+        else:  # linear interpolation of each basis vector, the mean and t_j
+            phi_np, mu_np, trunc_np = a @ em._phi, a @ em._mu, a @ em._trunc
+        phi = torch.as_tensor(phi_np, device=dev)  # (k, K)
         self.k = phi.shape[0]
-        self.mu = torch.as_tensor(em._mu[rows], device=dev)
+        self.mu = torch.as_tensor(mu_np, device=dev)
         self.phi_t = phi.T
         self.phi2 = phi**2
-        self._trunc = torch.as_tensor(em._trunc[rows], device=dev)  # (k,)
+        self._trunc = torch.as_tensor(trunc_np, device=dev)  # (k,)
         self._eyes: dict[int, torch.Tensor] = {}
 
     def trunc_eye(self, n: int) -> torch.Tensor:

@@ -59,7 +59,7 @@ BROKEN = [
     (DIRECT, "vectorized = true", "vectorised = true", "simulator.options: FunctionSimulator refuses them"),
     (DIRECT, "options = {", "options = 3 #", "simulator.options: expected a table, got integer 3"),
     # parameters: bounds, priors, pooling, fixed values, names
-    (DIRECT, 'upper = 2.0', 'upper = 2.0\npooling = "partly"', "parameters[0] ('k').pooling: expected one of ['complete', 'none', 'partial'], got 'partly'"),
+    (DIRECT, 'upper = 2.0', 'upper = 2.0\npooling = "partly"', "parameters[0] ('k').pooling: expected one of ['complete', 'none', 'partial', 'spike_slab'], got 'partly'"),
     (DIRECT, 'upper = 2.0', 'upper = 2.0\nprior = { type = "Cauchy" }', "parameters[0] ('k').prior.type: expected a prior family"),
     (DIRECT, 'upper = 2.0', 'upper = 2.0\nprior = { type = "Normal", mean = 1.0 }', "parameters[0] ('k').prior: a Normal prior needs"),
     (DIRECT, 'upper = 2.0', 'upper = 2.0\nprior = "Normal"', "parameters[0] ('k').prior: expected a prior table"),
@@ -168,6 +168,37 @@ def test_a_study_builds_what_a_script_builds(studies):
     np.testing.assert_array_equal(study.calibrator.log_posterior(U), script.log_posterior(U))
     assert study.archive == (studies / "line.h5").resolve()
     assert study.sampler == {"n_walkers": 8, "seed": 1}
+
+
+def test_a_study_pools_parameters_jointly(studies):
+    """``correlated`` (before the first table) builds the script's correlated pooling, LKJ
+    hyperprior included; a group naming a parameter that is not partially pooled is one
+    line naming it."""
+    from calib import LKJ
+
+    text = (studies / DIRECT).read_text()
+    text = text.replace('name = "c"\nvalue = 0.0', 'name = "c"\nlower = -1.0\nupper = 1.0')
+    text = text.replace("upper = 2.0\n", 'upper = 2.0\npooling = "partial"\n', 1)
+    text = text.replace("upper = 1.0\n", 'upper = 1.0\npooling = "partial"\n', 1)
+    group = '[{ parameters = ["k", "c"], correlation = { type = "LKJ", eta = 3.0 } }]'
+    (studies / DIRECT).write_text(f"correlated = {group}\n" + text)
+    study = read_study(studies / DIRECT)
+    sim = study.simulator
+    data = [np.loadtxt(studies / f, delimiter=",", skiprows=1) for f in ("a.csv", "b.csv")]
+    script = Calibrator(
+        sim,
+        [Parameter("k", 0.0, 2.0, pooling="partial"), Parameter("c", -1.0, 1.0, pooling="partial")],
+        [Campaign(n, x=d[:, 0], y=d[:, 1], noise_sd=0.05) for n, d in zip("AB", data)],
+        noise="known",
+        correlated=[("k", "c")],
+        hyperpriors={("k", "c"): {"correlation": LKJ(3.0)}},
+    )
+    assert "corr(k,c) (unconstrained)" in study.calibrator.model.labels
+    U = script.model.sample_prior(np.random.default_rng(0), 5)
+    np.testing.assert_array_equal(study.calibrator.log_posterior(U), script.log_posterior(U))
+    (studies / DIRECT).write_text('correlated = [["k", "x"]]\n' + text)
+    with pytest.raises(StudyError, match="'x'"):
+        read_study(studies / DIRECT)
 
 
 def test_the_study_travels_with_the_configuration(studies):

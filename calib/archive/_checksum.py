@@ -17,6 +17,7 @@ every error of up to 32 consecutive bits and all but one in 2**32 of the others.
 
 from __future__ import annotations
 
+import io
 import zlib
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,14 @@ import numpy as np
 
 from ._h5 import ArchiveError
 
-__all__ = ["CRC_ATTR", "copy_checked", "create_checked", "digest", "read_checked"]
+__all__ = [
+    "CRC_ATTR",
+    "carry_checked",
+    "copy_checked",
+    "create_checked",
+    "digest",
+    "read_checked",
+]
 
 #: The attribute that holds a dataset's CRC-32 (uint32).
 CRC_ATTR = "crc32"
@@ -131,6 +139,27 @@ def copy_checked(src: h5py.File, name: str, dst: h5py.File, path: Path) -> None:
         ds = copied if rel == "" else copied[rel]
         if CRC_ATTR not in ds.attrs:
             ds.attrs[CRC_ATTR] = np.uint32(crc)
+
+
+def carry_checked(f: h5py.File, path: Path, skip: tuple[str, ...]) -> h5py.File:
+    """The groups of ``f`` a writer does not own (all but ``skip``) and the root's
+    attributes, verified (:func:`copy_checked`), in an in-memory file.
+
+    A writer holds them from its ``open`` on, and every rewrite copies them from there: it
+    never reopens the archive, which another program's write handle (an ``h5py.File`` in
+    mode ``'a'``) would make HDF5 refuse mid-run (issue 13, item 12). The caller closes it.
+    """
+    mem = h5py.File(io.BytesIO(), "w")
+    try:
+        for key, value in f.attrs.items():
+            mem.attrs[key] = value
+        for name in f:
+            if name not in skip:
+                copy_checked(f, name, mem, path)
+    except BaseException:
+        mem.close()
+        raise
+    return mem
 
 
 def _dataset(g: h5py.Group, key: str, path: Path, ndim: int | None, kind: str = "f") -> np.ndarray:

@@ -143,7 +143,7 @@ def _strs(values: Any) -> list[str]:
 
 
 def _check_writable(path: Path) -> None:
-    """Refuse to write an existing archive whose file is read-only.
+    """Refuse to write an existing archive whose file is read-only, or a directory.
 
     Every rewrite builds a new file and moves it over the old one, which a read-only file
     does not prevent (the directory is what counts): without this check a file the user
@@ -154,6 +154,12 @@ def _check_writable(path: Path) -> None:
         mode = path.stat().st_mode
     except FileNotFoundError:
         return
+    if stat.S_ISDIR(mode):
+        # refused before the writer lock, which would put a journal beside the directory
+        raise ArchiveError(
+            f"archive '{path}' is a directory: give the path of an HDF5 file, e.g. "
+            f"'{path / 'study.h5'}'"
+        )
     if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
         raise ArchiveError(
             f"archive '{path}' is read-only (mode {stat.filemode(mode)}): calib would "

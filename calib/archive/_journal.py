@@ -195,6 +195,8 @@ def _journal_path(path: Path) -> Path:
 # ---------------------------------------------------------------------- the writer lock
 #: The writer locks this process holds: descriptor -> (st_dev, st_ino) of the journal.
 _WRITER_LOCKS: dict[int, tuple[int, int]] = {}
+#: Those of them whose journal file this process created (see :func:`_unlock_writer`).
+_CREATED: set[int] = set()
 
 
 def _lock_writer(path: Path) -> int:
@@ -206,26 +208,56 @@ def _lock_writer(path: Path) -> int:
     worker) closes its copy at once (:func:`_drop_inherited_locks`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     jpath = _journal_path(path)
-    # not inheritable across exec (Python's default, O_CLOEXEC); fork is handled below
-    fd = os.open(jpath, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    for _ in range(100):
+        # not inheritable across exec (Python's default, O_CLOEXEC); fork is handled below
+        try:
+            fd = os.open(jpath, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            created = True
+        except FileExistsError:
+            try:
+                fd = os.open(jpath, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # removed by a writer that gave it up: make it afresh
+            created = False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ArchiveError(
+                f"archive '{path}' is being written by another process (its journal "
+                f"'{jpath}' is locked)"
+            ) from None
+        st = os.fstat(fd)
+        with contextlib.suppress(FileNotFoundError):
+            now = os.stat(jpath)
+            if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                _WRITER_LOCKS[fd] = (st.st_dev, st.st_ino)
+                if created:
+                    _CREATED.add(fd)
+                return fd
+        # the journal was removed (:func:`_unlock_writer`) between our open and our lock:
+        # a lock on the removed file would keep nobody out; lock the one there now
         os.close(fd)
-        raise ArchiveError(
-            f"archive '{path}' is being written by another process (its journal "
-            f"'{jpath}' is locked)"
-        ) from None
-    st = os.fstat(fd)
-    _WRITER_LOCKS[fd] = (st.st_dev, st.st_ino)
-    return fd
+    raise ArchiveError(f"archive '{path}': its journal '{jpath}' keeps being replaced")
 
 
-def _unlock_writer(fd: int) -> None:
+def _unlock_writer(fd: int, archive: Path | None = None) -> None:
     """Release a lock taken by :func:`_lock_writer` (closing its descriptor).
 
-    A no-op in a forked child, whose copy was already closed at the fork."""
-    if _WRITER_LOCKS.pop(fd, None) is not None:
+    With ``archive`` given, a journal this lock created is removed first if it is still
+    empty and ``archive`` does not exist: a call refused before it wrote anything leaves
+    no file behind (issue 13, item 10). It is removed while the lock is held, and a writer
+    that opened it meanwhile sees that it is gone (:func:`_lock_writer`). A no-op in a
+    forked child, whose copy was already closed at the fork."""
+    if _WRITER_LOCKS.pop(fd, None) is None:
+        return
+    try:
+        if fd in _CREATED and archive is not None and not archive.exists():
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_size == 0:
+                    _journal_path(archive).unlink()
+    finally:
+        _CREATED.discard(fd)
         os.close(fd)
 
 
@@ -244,6 +276,7 @@ def _drop_inherited_locks() -> None:
             if (st.st_dev, st.st_ino) == ident:
                 os.close(fd)
     _WRITER_LOCKS.clear()
+    _CREATED.clear()
 
 
 os.register_at_fork(after_in_child=_drop_inherited_locks)

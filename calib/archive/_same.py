@@ -122,8 +122,8 @@ def resume_differences(
             name = group_name(c.name)
             if name not in g:
                 continue  # the campaign list itself differs: reported from the configuration
-            for key in ("x", "y", "noise_sd"):
-                if _arrays_differ(g[name], key, getattr(c, key)):
+            for key in ("x", "y", "noise_sd", "coords"):
+                if _arrays_differ(g[name], key, getattr(c, key, None)):
                     out.append(f"campaign {c.name!r}: its {key} differs from the archived data")
     s = f.get("simulator")
     if s is not None and "class" in s.attrs:

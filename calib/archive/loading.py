@@ -52,7 +52,8 @@ class StudyRecord:
         :data:`_NEEDED`), the input of :func:`calib.config.from_config`.
     campaigns : list of dict
         One per campaign, in the stored order: ``name``, ``group`` (its group under
-        ``/campaigns``), ``x`` (``(n, p)`` or None), ``y`` and ``noise_sd`` (or None).
+        ``/campaigns``), ``x`` (``(n, p)`` or None), ``y`` and ``noise_sd`` (or None),
+        ``coords`` (``(k, r)``, the columns' own output coordinates, or None).
     emulator_class : type or None
         Emulator mode: the registered ``calib.emulators`` plug-in class to restore
         :attr:`emulator_state` with (its ``from_state_dict``).
@@ -268,6 +269,7 @@ def _read_campaigns(f: h5py.File, path: Path) -> list[dict[str, Any]]:
                 "y": _dataset(g, "y", path, None),
                 "x": _dataset(g, "x", path, 2) if "x" in g else None,
                 "noise_sd": _dataset(g, "noise_sd", path, None) if "noise_sd" in g else None,
+                "coords": _dataset(g, "coords", path, 2) if "coords" in g else None,
             }
         )
     return campaigns

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from ..runset import FINISHED, OK, PENDING, STATUSES, RunSet
-from ._checksum import _dataset, copy_checked, create_checked, read_checked
+from ._checksum import _dataset, carry_checked, create_checked, read_checked
 from ._h5 import (
     _STR,
     SCHEMA_VERSION,
@@ -270,6 +270,10 @@ class RunArchive:
         self._fd: int | None = None
         self._pending = 0
         self._last_fold = 0.0
+        # the groups this writer does not own, checked and held in memory from open() on: a
+        # fold copies them from here and never reopens the file, which another program's
+        # write handle would make HDF5 refuse (issue 13, item 12)
+        self._carried: h5py.File | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def open(self, runs: RunSet) -> RunSet:
@@ -291,6 +295,7 @@ class RunArchive:
                 with _open_h5(self.path) as f:
                     _check_meta(f, self.path)
                     stored = _read_runs_group(f, self.path, type(runs))
+                    self._carried = carry_checked(f, self.path, ("runs",))
             if stored is None:
                 self.runs = runs
             else:
@@ -338,15 +343,35 @@ class RunArchive:
         return b"".join(chunks)
 
     def close(self, fold: bool = True) -> None:
-        """Fold what is left of the journal, then release the lock."""
+        """Fold what is left of the journal, then release the lock.
+
+        Raises
+        ------
+        ArchiveError
+            If the last fold fails (the disk, the directory): every finished run is still
+            in the journal, and the message says where and how to get them.
+        """
         if self._fd is None:
             return
         try:
             if fold and self.runs is not None and self._pending:
-                self.fold(force=True)
+                try:
+                    self.fold(force=True)
+                except ArchiveError as exc:
+                    done = int(np.isin(self.runs.status, FINISHED).sum())
+                    raise ArchiveError(
+                        f"{exc}. No run is lost: the {done} finished runs are kept in the "
+                        f"journal '{self.journal_path}' beside it, which read_runs"
+                        f"('{self.path}') and RunSet.from_archive read with the file; "
+                        f"run_design with the same design and archive runs none of them "
+                        f"again and folds them into the file (do not delete the journal)"
+                    ) from exc
         finally:
             fd, self._fd = self._fd, None
-            _unlock_writer(fd)  # releases the flock
+            _unlock_writer(fd, self.path)  # releases the flock
+            if self._carried is not None:
+                self._carried.close()
+                self._carried = None
 
     def __enter__(self) -> RunArchive:
         return self
@@ -388,7 +413,12 @@ class RunArchive:
         _apply(self.runs, rec)
         self._pending += 1
         if self.fold_every is not None and finished_at - self._last_fold >= self.fold_every:
-            self.fold()
+            try:
+                self.fold()
+            except ArchiveError:
+                # the run is durable in the journal already: the design goes on, the next
+                # fold is tried after fold_every, and close() reports one that still fails
+                self._last_fold = time.time()
 
     def fold(self, force: bool = False) -> None:
         """Write the runs into a new HDF5 file, move it into place, empty the journal."""
@@ -399,14 +429,13 @@ class RunArchive:
         runs = self.runs
 
         def build(dst: h5py.File) -> None:
-            if self.path.exists():
-                # carry over everything this writer does not own, as it is
-                with _open_h5(self.path) as src:
-                    for key, value in src.attrs.items():
-                        dst.attrs[key] = value
-                    for name in src:
-                        if name != "runs":
-                            copy_checked(src, name, dst, self.path)
+            src = self._carried
+            if src is not None:
+                # carry over everything this writer does not own, as it was at open()
+                for key, value in src.attrs.items():
+                    dst.attrs[key] = value
+                for name in src:
+                    src.copy(src[name], dst, name=name)
             _write_meta(dst)
             _write_runs(dst, runs)
 

@@ -7,7 +7,6 @@ through :class:`StudyWriter` and read back by :func:`calib.archive.read_study` (
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ import h5py
 import numpy as np
 
 from ..checkpoint import Checkpoint
-from ._checksum import copy_checked, create_checked
+from ._checksum import carry_checked, create_checked
 from ._h5 import (
     _STR,
     ArchiveError,
@@ -70,15 +69,7 @@ def _simulator_identity(obj: Any) -> dict[str, Any]:
 
 def _carry(f: h5py.File, path: Path) -> h5py.File:
     """The groups of ``f`` a study writer does not own, verified, in an in-memory file."""
-    mem = h5py.File(io.BytesIO(), "w")
-    try:
-        for name in f:
-            if name not in _STUDY_GROUPS:
-                copy_checked(f, name, mem, path)
-    except BaseException:
-        mem.close()
-        raise
-    return mem
+    return carry_checked(f, path, _STUDY_GROUPS)
 
 
 def _group_name(name: str) -> str:
@@ -238,7 +229,7 @@ class StudyWriter:
             carried.close()
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            _unlock_writer(fd)
+            _unlock_writer(fd, self.path)
 
     def _close_log(self) -> None:
         if self._log_fd is not None:
@@ -402,6 +393,8 @@ class StudyWriter:
                 create_checked(cg, "x", np.asarray(c.x, dtype="<f8"))
             if c.noise_sd is not None:
                 create_checked(cg, "noise_sd", np.asarray(c.noise_sd, dtype="<f8"))
+            if getattr(c, "coords", None) is not None:  # Campaign(coords=): y's own
+                create_checked(cg, "coords", np.asarray(c.coords, dtype="<f8"))
 
 
 def _write_state(g: h5py.Group, state: dict[str, Any]) -> None:

@@ -152,9 +152,13 @@ def pooling_block(
     parameter: Parameter, campaigns: list[str], hyperpriors: dict | None = None
 ) -> _Pooling:
     """The block of a parameter's pooling mode (the one place the mode string is read)."""
-    if parameter.pooling == "partial":
+    if parameter.pooling in ("partial", "spike_slab"):
         hp = dict(parameter.default_hyperpriors()) if parameter.prior is not None else {}
         hp.update(hyperpriors or {})
+        if parameter.pooling == "spike_slab":
+            from .spike_slab import SpikeSlabPooling  # a subclass of PartialPooling
+
+            return SpikeSlabPooling(parameter, campaigns, hp)
         return PartialPooling(parameter, campaigns, hp)
     if parameter.pooling == "none":
         return NoPooling(parameter, campaigns)

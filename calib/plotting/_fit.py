@@ -3,7 +3,8 @@
 Where the curves are drawn depends on the inputs: along a grid of the one control input;
 at the observed rows (by observation index, with error bars) when there are none or
 several; against the output coordinates for functional outputs (``output_coords`` of one
-column), one curve per observed row.
+column), one curve per observed row. A campaign observed at its own output coordinates
+(``Campaign(coords=)``) has its data drawn there; the predictions stay at the model's.
 """
 
 from __future__ import annotations
@@ -35,9 +36,24 @@ def _campaigns(post: Any, campaign: Any) -> list[str]:
 
 
 def _data(post: Any, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``x (n, p)``, ``y (n, m)`` and the known ``noise_sd (n, m)`` (or None) of a campaign."""
+    """``x (n, p)``, ``y (n, k)`` and the known ``noise_sd (n, k)`` (or None) of a campaign:
+    ``k = m`` unless it has output coordinates of its own (:func:`_columns`)."""
     camp = next(c for c in post.calibrator.campaigns if c.name == name)
     return camp.shaped(post.model.p, post.model.m)
+
+
+def _columns(post: Any, name: str) -> np.ndarray:
+    """The output (in ``0 … M−1``) of each of a campaign's columns: the model's ``m``, or
+    for ``Campaign(coords=)`` the model's outputs or virtual ones (calib/_field_coords.py)."""
+    model = post.model
+    cols = None if model.field is None else model.field.columns[model.campaign_names.index(name)]
+    return np.arange(model.m) if cols is None else cols
+
+
+def _column_coords(post: Any) -> np.ndarray:
+    """``(M,)``: the coordinate of every output, the virtual ones too."""
+    model = post.model
+    return np.asarray(model.output_coords if model.field is None else model.field.coords)[:, 0]
 
 
 def _functional(post: Any) -> bool:
@@ -200,6 +216,7 @@ def predictive(
     opts = {"n_draws": n_draws, "seed": seed, "level": level}
     for c_i, name in enumerate(camps):
         x, y, noise = _data(post, name)
+        cols = _columns(post, name)
         kind, X = _where(post, [x], max_curves, functional)
         pred = post.predict(X, campaign=name, **opts)
         meas = (
@@ -223,16 +240,16 @@ def predictive(
                 )
             _draw(ax, post, kind, X, pred, j, f"reality ζ, {pct}")
             if kind == "coords":
-                t = np.asarray(post.model.output_coords)[:, 0]
+                t = _column_coords(post)[cols]  # each column at its own coordinate
                 for r, row in enumerate(_rows(len(x), max_curves)):
                     ax.plot(t, y[row], "o", ms=3, color=f"C{r % 10}", mec=DATA, mew=0.4)
                 ax.plot([], [], "o", ms=3, color="w", mec=DATA, label="data")
-            else:
+            elif (hit := np.flatnonzero(cols == j)).size:  # y's column of output j, if any
                 t = x[:, 0] if kind == "grid" else np.arange(len(x))
                 # a noise_sd the model infers instead is not the data's: no error bars then
                 known = noise is not None and post.model.noise_block.known
-                yerr = z * noise[:, j] if known else None
-                ax.errorbar(t, y[:, j], yerr=yerr, fmt="o", ms=3.5, color=DATA, label="data")
+                yerr = z * noise[:, hit[0]] if known else None
+                ax.errorbar(t, y[:, hit[0]], yerr=yerr, fmt="o", ms=3.5, color=DATA, label="data")
             title = f"campaign {name}"
             if len(out_names) > 1 and not functional:
                 title += f" · {out_names[j]}"

@@ -194,14 +194,14 @@ def _with(path: tuple, value) -> dict:
             "some",
             ValueError,
             r"parameters\[0\] \('a'\)\.pooling: "
-            r"expected one of \['complete', 'none', 'partial'\], got 'some'",
+            r"expected one of \['complete', 'none', 'partial', 'spike_slab'\], got 'some'",
         ),
         (
             ("parameters", 1, "prior"),
-            {"type": "Beta", "a": 1},
+            {"type": "Weibull", "a": 1},
             ValueError,
             r"parameters\[1\] \('b'\)\.prior\.type: expected a prior family, one of .*'Gamma'.*"
-            r"got 'Beta'",
+            r"got 'Weibull'",
         ),
         (
             ("parameters", 1, "prior"),

@@ -134,3 +134,29 @@ DESIGN_OBJECT = [
 def test_design_refuses(case, make, exc, message):
     with pytest.raises(exc, match=f"^{message}"):
         make()
+
+
+@pytest.mark.parametrize("what", ["campaigns", "parameters"])
+@pytest.mark.parametrize("value", [None, "A", 3.0])
+def test_calibrator_refuses_a_list_that_is_not_one(what, value):
+    """``campaigns=None`` gave ``'NoneType' object is not iterable``; a string was split
+    into its letters (issue 13, finding 13)."""
+    from calib import Calibrator
+
+    sim = FunctionSimulator(lambda x, t: t, ["x"], ["k"], ["y"])
+    args = {
+        "parameters": [Parameter("k", 0.0, 1.0)],
+        "campaigns": [Campaign("A", x=[0.0], y=[1.0])],
+    }
+    args[what] = value
+    with pytest.raises(TypeError, match=rf"^{what} must be a sequence of calib\.\w+ objects, got"):
+        Calibrator(sim, args["parameters"], args["campaigns"])
+
+
+def test_a_prior_with_no_mass_inside_the_bounds_is_refused():
+    """It was accepted, and every start then failed with "θ = nan" (issue 13, finding 9)."""
+    from calib.priors import Normal
+
+    with pytest.raises(ValueError, match=r"^Parameter 'k': prior Normal.* puts no mass"):
+        Parameter("k", -5.0, 5.0, prior=Normal(100.0, 1.0))
+    assert Parameter("k", -5.0, 5.0, prior=Normal(10.0, 1.0)).prior is not None  # 1e-7 mass
