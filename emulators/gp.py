@@ -327,7 +327,11 @@ class _NuggetRatioNoise(gpytorch.likelihoods.noise_models.HomoskedasticNoise):
 
 
 class _BatchGP(gpytorch.models.ExactGP):
-    """``m`` independent exact GPs with batch shape ``(m,)``, nugget relative to ``σ²_f``."""
+    """``m`` independent exact GPs with batch shape ``(m,)``, nugget relative to ``σ²_f``.
+
+    :class:`emulators.sparse._BatchSGPR` builds on it: the same mean, kernel, nugget and
+    priors, with ``covar_module`` wrapped afterwards (hence :attr:`scale_kernel`).
+    """
 
     def __init__(
         self, train_x, train_y, kernel: str, mean: str, priors: bool, min_nugget: float
@@ -352,8 +356,9 @@ class _BatchGP(gpytorch.models.ExactGP):
             )
         self.covar_module = gpytorch.kernels.ScaleKernel(base, batch_shape=batch)
         likelihood = self.likelihood
+        # through scale_kernel, not covar_module: a subclass may wrap the scale kernel
         likelihood.noise_covar = _NuggetRatioNoise(
-            lambda: self.covar_module.outputscale.unsqueeze(-1), min_nugget, batch
+            lambda: self.scale_kernel.outputscale.unsqueeze(-1), min_nugget, batch
         )
         if priors:
             # the closure keeps a trailing axis so the prior stays per output
@@ -365,6 +370,11 @@ class _BatchGP(gpytorch.models.ExactGP):
             likelihood.register_prior(
                 "noise_prior", LogBoxPrior(*_NOISE_BOX), lambda mod: mod.noise_covar.ratio
             )
+
+    @property
+    def scale_kernel(self) -> gpytorch.kernels.ScaleKernel:
+        """The ``ScaleKernel`` holding ``σ²_f`` and, as its base kernel, the length-scales."""
+        return self.covar_module
 
     def forward(self, x):
         return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
@@ -401,7 +411,23 @@ class _flush_denormals:
         return False
 
 
-class _threads_for:
+class _single_thread:
+    """Run single-threaded when ``on`` (the thread count is restored after)."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        if self.on:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.saved)
+        return False
+
+
+def _threads_for(n: int) -> _single_thread:
     """Train single-threaded when each output's matrix is small (``n < 500``).
 
     For batches of small Cholesky factorizations the OpenMP synchronization costs more
@@ -410,18 +436,19 @@ class _threads_for:
     slower. From n = 1000 two threads win (5.9 s against 9.4 s). The thread count is
     restored after.
     """
+    return _single_thread(n < 500)
 
-    def __init__(self, n: int) -> None:
-        self.small = n < 500
+
+class _ignore_numerical_warnings:
+    """``warnings.catch_warnings()`` with GPyTorch's ``NumericalWarning`` ignored inside."""
 
     def __enter__(self):
-        self.saved = torch.get_num_threads()
-        if self.small:
-            torch.set_num_threads(1)
+        self.ctx = warnings.catch_warnings()
+        self.ctx.__enter__()
+        warnings.filterwarnings("ignore", category=NumericalWarning)
 
     def __exit__(self, *exc):
-        torch.set_num_threads(self.saved)
-        return False
+        return self.ctx.__exit__(*exc)
 
 
 class _Stack:
@@ -553,11 +580,23 @@ class _Selection:
     the training side of the kernel (``a = z·c``, ``−2a``, ``‖a‖²`` of kernel_matrix).
     """
 
+    #: added to the predictive covariance's diagonal (k, 1, 1); None: nothing (latent)
+    noise: torch.Tensor | None = None
+
     def __init__(self, em: GPEmulator, idx: list[int] | None):
+        sl = self._select(em, idx, em._zt)
+        self.alpha = em._alpha[sl].unsqueeze(-2)  # (k, 1, N)
+        self.L = em._L[sl]
+        small = em._L.shape[-1] < 500  # where _finalize cached L⁻¹ (see _predict)
+        self.linv = em._Linv[sl] if small else None
+
+    def _select(self, em: GPEmulator, idx: list[int] | None, points: torch.Tensor) -> Any:
+        """Set what every emulator's selection holds; ``points (m, N, d)`` are the inputs
+        ``k(·, X*)`` is taken against, divided by the length-scales. Returns the index."""
         sl = slice(None) if idx is None else torch.as_tensor(idx, device=em.device)
         c = input_factor(em.kernel)
         self.k = em.n_outputs if idx is None else len(idx)
-        a = em._zt[sl] * c  # (k, N, d): training inputs as kernel_matrix scales them
+        a = points[sl] * c  # (k, N, d): the points as kernel_matrix scales them
         self.a_m2 = a * -2.0
         self.a_sq = a.pow(2).sum(-1, keepdim=True)  # (k, N, 1)
         self.ls = em._ls[sl][:, None, :]  # (k, 1, d)
@@ -565,13 +604,18 @@ class _Selection:
         self.log_os_w = torch.log(em._os[sl][:, None])[..., None, None]  # (k, 1, 1, 1)
         self.mc = em._mc[sl][:, None]  # (k, 1)
         self.mw = None if em.mean_ == "constant" else em._mw[sl]  # (k, d)
-        self.alpha = em._alpha[sl].unsqueeze(-2)  # (k, 1, N)
-        self.L = em._L[sl]
-        small = em._L.shape[-1] < 500  # where _finalize cached L⁻¹ (see _predict)
-        self.linv = em._Linv[sl] if small else None
         self.ymean = em._t_ymean[sl][:, None]
         self.yscale = em._t_yscale[sl][:, None]
         self.yvar = (em._t_yscale[sl] ** 2)[:, None, None]
+        return sl
+
+    def project(self, K: torch.Tensor) -> torch.Tensor:
+        """``V = L⁻¹ K`` of ``K = k(X, X*) (k, N, W·n)``: ``cov = k(X*, X*) − VᵀV``."""
+        # below ~500 runs the GEMM with the cached L⁻¹ beats the triangular solve
+        # (3.0 vs 4.3 ms at N = 200); above, its doubled flops lose (73 vs 56 ms at 1000)
+        if self.linv is not None:
+            return self.linv @ K
+        return torch.linalg.solve_triangular(self.L, K, upper=False)
 
 
 class GPEmulator:
@@ -793,15 +837,20 @@ class GPEmulator:
         m = self.n_outputs
         return tx.unsqueeze(0).expand(m, *tx.shape), ty
 
-    def _build_model(self) -> None:
+    def _build_model(self, **kwargs: Any) -> None:
+        """``model_`` (:meth:`_new_model` with ``kwargs``) in float64 on the device."""
         tx, ty = self._scaled_train()
-        self.model_ = _BatchGP(tx, ty, self.kernel, self.mean_, self.priors, self.min_nugget)
+        self.model_ = self._new_model(tx, ty, **kwargs)
         self.model_.double().to(self.device)
         # outputs that vary: a constant output's loss is left out, so its GP stays at the
         # start values (on all-zero data the likelihood would drive σ²_f towards 0)
         self._fit_weight = torch.as_tensor(
             (self._y_scale > 0).astype(np.float64), device=self.device
         )
+
+    def _new_model(self, tx: torch.Tensor, ty: torch.Tensor) -> gpytorch.models.ExactGP:
+        """The GPyTorch model on scaled training data ``tx (m, n, d)``, ``ty (m, n)``."""
+        return _BatchGP(tx, ty, self.kernel, self.mean_, self.priors, self.min_nugget)
 
     def _per_output_loss(self) -> torch.Tensor:
         """Negative log marginal likelihood plus negative log prior, per output, / n."""
@@ -823,8 +872,8 @@ class GPEmulator:
             nug = np.exp(rng.uniform(math.log(1e-6), math.log(1e-2), size=m))
         model = self.model_
         t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=self.device)  # noqa: E731
-        model.covar_module.base_kernel.lengthscale = t(ls[:, None, :])
-        model.covar_module.outputscale = t(os_)
+        model.scale_kernel.base_kernel.lengthscale = t(ls[:, None, :])
+        model.scale_kernel.outputscale = t(os_)
         model.likelihood.noise_covar.ratio = t(np.maximum(nug, 2 * self.min_nugget)[:, None])
         with torch.no_grad():
             if self.mean_ == "constant":
@@ -907,6 +956,19 @@ class GPEmulator:
             restore(good)
             return False, False
 
+    def _training_context(self) -> _Stack:
+        """Settings of every optimizer run: exact linear algebra, subnormals flushed, the
+        thread count for ``n``, and GPyTorch's numerical warnings silenced (it adds an
+        absolute jitter where a trial iterate's K does not factorize, and warns each time;
+        only the final K matters to the user, and _finalize factors it with a relative
+        jitter and its own JitterWarning)."""
+        return _Stack(
+            _gp_settings(),
+            _flush_denormals(),
+            _threads_for(self.n_train),
+            _ignore_numerical_warnings(),
+        )
+
     def _optimize(self) -> None:
         rng = np.random.default_rng(self.seed)
         n_restarts = self.n_restarts or max(1, min(4, 1000 // self.n_train))
@@ -914,17 +976,7 @@ class GPEmulator:
         results = []  # (raw state, per-output loss, converged)
         failures = []
         start, max_attempts = 0, 2 * n_restarts + 2
-        with (
-            _gp_settings(),
-            _flush_denormals(),
-            _threads_for(self.n_train),
-            warnings.catch_warnings(),
-            contextlib.ExitStack() as stack,
-        ):
-            # GPyTorch adds an absolute jitter where a trial iterate's K does not
-            # factorize, and warns each time; only the final K matters to the user, and
-            # _finalize factors it with a relative jitter and its own JitterWarning
-            warnings.filterwarnings("ignore", category=NumericalWarning)
+        with self._training_context(), contextlib.ExitStack() as stack:
             bar = None
             if getattr(self, "_progress", False):
                 from tqdm.auto import tqdm
@@ -1014,14 +1066,7 @@ class GPEmulator:
         model.eval()
         with torch.no_grad():
             m = self.n_outputs
-            self._ls = model.covar_module.base_kernel.lengthscale.detach().reshape(m, -1)
-            self._os = model.covar_module.outputscale.detach().reshape(m)
-            if self.mean_ == "constant":
-                self._mc = model.mean_module.constant.detach().reshape(m)
-                self._mw = torch.zeros(m, self.n_inputs, dtype=torch.float64, device=self.device)
-            else:
-                self._mc = model.mean_module.bias.detach().reshape(m)
-                self._mw = model.mean_module.weights.detach().reshape(m, self.n_inputs)
+            self._cache_hyperparameters()
             tx, ty = self._scaled_train()
             u = tx[0]
             self._zt = u.unsqueeze(0) / self._ls[:, None, :]  # (m, N, d)
@@ -1062,12 +1107,28 @@ class GPEmulator:
                 self._Linv = torch.linalg.solve_triangular(L, eye_b, upper=False)
             resid = ty - self._mean_fn(u)  # (m, N)
             self._alpha = torch.cholesky_solve(resid.unsqueeze(-1), L).squeeze(-1)
-            self._t_lower = torch.as_tensor(self._lower, device=self.device)
-            self._t_span = torch.as_tensor(self._input_span(), device=self.device)
-            self._t_ymean = torch.as_tensor(self._y_mean, device=self.device)
-            self._t_yscale = torch.as_tensor(self._y_scale, device=self.device)
-            self._selections: dict[tuple[int, ...] | None, _Selection] = {}
+            self._cache_scaling()
         self._fitted = True
+
+    def _cache_hyperparameters(self) -> None:
+        """The fitted model's ``σ²_f``, length-scales and mean coefficients, detached."""
+        model, m = self.model_, self.n_outputs
+        self._ls = model.scale_kernel.base_kernel.lengthscale.detach().reshape(m, -1)
+        self._os = model.scale_kernel.outputscale.detach().reshape(m)
+        if self.mean_ == "constant":
+            self._mc = model.mean_module.constant.detach().reshape(m)
+            self._mw = torch.zeros(m, self.n_inputs, dtype=torch.float64, device=self.device)
+        else:
+            self._mc = model.mean_module.bias.detach().reshape(m)
+            self._mw = model.mean_module.weights.detach().reshape(m, self.n_inputs)
+
+    def _cache_scaling(self) -> None:
+        """The input and output scaling as tensors, and an empty cache of selections."""
+        self._t_lower = torch.as_tensor(self._lower, device=self.device)
+        self._t_span = torch.as_tensor(self._input_span(), device=self.device)
+        self._t_ymean = torch.as_tensor(self._y_mean, device=self.device)
+        self._t_yscale = torch.as_tensor(self._y_scale, device=self.device)
+        self._selections: dict[tuple[int, ...] | None, Any] = {}
 
     def _mean_fn(self, u: torch.Tensor) -> torch.Tensor:
         """Prior mean at unit-cube inputs ``u (..., n, d)`` → ``(..., m, n)``."""
@@ -1178,8 +1239,11 @@ class GPEmulator:
         squeeze = x.ndim == 2
         return (x.unsqueeze(0) if squeeze else x), squeeze
 
-    def _selection(self, outputs: Sequence[int] | None) -> _Selection:
-        """The cached :class:`_Selection` of ``outputs`` (``None``: all), checked once."""
+    #: what :meth:`_selection` builds: the fitted tensors arranged for :meth:`_predict`
+    _selection_type: type = _Selection
+
+    def _selection(self, outputs: Sequence[int] | None) -> Any:
+        """The cached :attr:`_selection_type` of ``outputs`` (``None``: all), checked once."""
         key = None if outputs is None else tuple(int(j) for j in outputs)
         sel = self._selections.get(key)
         if sel is None:
@@ -1190,7 +1254,8 @@ class GPEmulator:
                 )
             if len(self._selections) >= 16:
                 self._selections.clear()
-            sel = self._selections[key] = _Selection(self, None if key is None else list(key))
+            sel = self._selection_type(self, None if key is None else list(key))
+            self._selections[key] = sel
         return sel
 
     def _predict(self, x: torch.Tensor, sel: _Selection) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1200,7 +1265,10 @@ class GPEmulator:
         walkers' points side by side, ``(k, N, W·n)``: the cross-covariance, the mean and
         ``V = L⁻¹ k(X, X*)`` are one large GEMM per output instead of W small ones; of the
         covariance only each walker's own ``(n, n)`` block is formed. Each output's
-        arithmetic is the same whichever outputs are selected.
+        arithmetic is the same whichever outputs are selected. The selection supplies
+        ``V`` (:meth:`_Selection.project`), so that a subclass with other fitted factors
+        (:class:`~emulators.SparseGPEmulator`: ``M`` inducing inputs for the ``N`` runs)
+        predicts through this same code.
         """
         W, n, d = x.shape
         k, N = sel.k, sel.a_m2.shape[1]
@@ -1214,13 +1282,7 @@ class GPEmulator:
         Kts = kernel_from_scaled_sq(self.kernel, r2, sel.log_os, True)  # (k, N, W·n)
         mean = sel.mc if sel.mw is None else sel.mc + sel.mw @ u.reshape(W * n, d).T
         mean = mean + (sel.alpha @ Kts).squeeze(-2)  # (k, W·n)
-        # below ~500 runs the GEMM with the cached L⁻¹ beats the triangular solve
-        # (3.0 vs 4.3 ms at N = 200); above, its doubled flops lose (73 vs 56 ms at 1000)
-        if sel.linv is not None:
-            V = sel.linv @ Kts
-        else:
-            V = torch.linalg.solve_triangular(sel.L, Kts, upper=False)
-        V = V.view(k, N, W, n).permute(0, 2, 1, 3).contiguous()  # (k, W, N, n)
+        V = sel.project(Kts).view(k, N, W, n).permute(0, 2, 1, 3).contiguous()  # (k, W, N, n)
         # k(X*, X*) per walker: kernel_matrix(z, z) with z = zf as (k, W, n, d)
         bw = b.view(k, W, n, d)
         bw_sq = b_sq.view(k, W, n)
@@ -1228,7 +1290,11 @@ class GPEmulator:
         r2 = r2.add_(bw_sq.unsqueeze(-2))
         Kss = kernel_from_scaled_sq(self.kernel, r2, sel.log_os_w, True)
         VtV = _Gram.apply(V) if V.requires_grad else V.transpose(-1, -2) @ V
-        cov = (Kss - VtV).permute(1, 0, 2, 3)  # (W, k, n, n)
+        cov = Kss - VtV
+        if sel.noise is not None:
+            eye = torch.eye(n, dtype=cov.dtype, device=cov.device)
+            cov = cov + sel.noise[:, None] * eye
+        cov = cov.permute(1, 0, 2, 3)  # (W, k, n, n)
         mean = mean * sel.yscale + sel.ymean  # (k, W·n)
         return mean.view(k, W, n).permute(1, 2, 0), cov * sel.yvar
 
@@ -1319,31 +1385,9 @@ class GPEmulator:
             old_ratio = np.asarray(state["hyper/noise"]) / np.asarray(state["hyper/outputscale"])
             # strictly below: GPyTorch's constraint is lower + softplus(raw)
             min_nugget = min(min_nugget, 0.5 * float(old_ratio.min()))
-        em = cls(
-            kernel=str(state["kernel"]),
-            mean=str(state["mean"]),
-            n_restarts=int(state["n_restarts"]) or None,
-            adam_iter=int(state["adam_iter"]),
-            lbfgs_iter=int(state["lbfgs_iter"]),
-            adam_lr=float(state["adam_lr"]),
-            min_nugget=min_nugget,
-            priors=bool(state["priors"]),
-            device=device or "cpu",
-            seed=int(state["seed"]),
-        )
-        em._train_x = np.asarray(state["train_inputs"], dtype=np.float64)
-        em._train_y = np.asarray(state["train_outputs"], dtype=np.float64)
-        em._lower = np.asarray(state["input_lower"], dtype=np.float64)
-        em._upper = np.asarray(state["input_upper"], dtype=np.float64)
-        em._y_mean = np.asarray(state["output_mean"], dtype=np.float64)
-        em._y_scale = np.asarray(state["output_scale"], dtype=np.float64)
-        em.n_inputs = em._train_x.shape[1]
-        em.n_outputs = em._train_y.shape[1]
-        em.mean_ = em.mean  # stored resolved: "constant" or "linear"
-        em._build_model()
+        em = cls(**{**cls._state_options(state, device), "min_nugget": min_nugget})
+        em._restore_model(state)
         with torch.no_grad():
-            for n, p in em.model_.named_parameters():
-                p.copy_(torch.as_tensor(np.asarray(state[f"param/{n}"]), device=em.device))
             if version == "1":
                 em.model_.likelihood.noise_covar.ratio = torch.as_tensor(
                     old_ratio[:, None], device=em.device
@@ -1353,6 +1397,39 @@ class GPEmulator:
         em._check_state_ranges()  # before the factorization, which would fail less clearly
         em._finalize()
         return em
+
+    @staticmethod
+    def _state_options(state: dict[str, Any], device: str | None) -> dict[str, Any]:
+        """The constructor's arguments that :meth:`state_dict` stores, read back."""
+        return {
+            "kernel": str(state["kernel"]),
+            "mean": str(state["mean"]),
+            "n_restarts": int(state["n_restarts"]) or None,
+            "adam_iter": int(state["adam_iter"]),
+            "lbfgs_iter": int(state["lbfgs_iter"]),
+            "adam_lr": float(state["adam_lr"]),
+            "min_nugget": float(state["min_nugget"]),
+            "priors": bool(state["priors"]),
+            "device": device or "cpu",
+            "seed": int(state["seed"]),
+        }
+
+    def _restore_model(self, state: dict[str, Any], **model_kwargs: Any) -> None:
+        """Training data, scaling and the model's raw parameters from :meth:`state_dict`
+        (``model_kwargs`` go to :meth:`_new_model`)."""
+        self._train_x = np.asarray(state["train_inputs"], dtype=np.float64)
+        self._train_y = np.asarray(state["train_outputs"], dtype=np.float64)
+        self._lower = np.asarray(state["input_lower"], dtype=np.float64)
+        self._upper = np.asarray(state["input_upper"], dtype=np.float64)
+        self._y_mean = np.asarray(state["output_mean"], dtype=np.float64)
+        self._y_scale = np.asarray(state["output_scale"], dtype=np.float64)
+        self.n_inputs = self._train_x.shape[1]
+        self.n_outputs = self._train_y.shape[1]
+        self.mean_ = self.mean  # stored resolved: "constant" or "linear"
+        self._build_model(**model_kwargs)
+        with torch.no_grad():
+            for n, p in self.model_.named_parameters():
+                p.copy_(torch.as_tensor(np.asarray(state[f"param/{n}"]), device=self.device))
 
     #: what a fit can produce (a fitted state outside is damaged, issue 13 item 3): far
     #: beyond the prior boxes, and loose enough for a fit without priors
@@ -1386,8 +1463,8 @@ class GPEmulator:
         model = self.model_
         with torch.no_grad():
             hyper = {
-                "lengthscale": model.covar_module.base_kernel.lengthscale,
-                "outputscale": model.covar_module.outputscale,
+                "lengthscale": model.scale_kernel.base_kernel.lengthscale,
+                "outputscale": model.scale_kernel.outputscale,
                 "nugget_ratio": model.likelihood.noise_covar.ratio,
             }
         for key, (lo, hi) in self._STATE_RANGES.items():
@@ -1422,6 +1499,12 @@ class GPEmulator:
             tx, ty = self._scaled_train()
             mean = ty - self._alpha / d
             var = 1.0 / d
+        return self._to_output_units(mean, var)
+
+    def _to_output_units(
+        self, mean: torch.Tensor, var: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Standardized ``mean, var (m, n)`` as arrays ``(n, m)`` in original output units."""
         mean = mean.cpu().numpy().T * self._y_scale + self._y_mean
         var = var.cpu().numpy().T * self._y_scale**2
         return mean, var

@@ -41,9 +41,7 @@ hyperparameters are refined from there (the alternation of Burt et al. 2020).
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import gpytorch
@@ -51,19 +49,12 @@ import numpy as np
 import torch
 
 from calib.interfaces import Prediction
-from calib.kernels import input_factor, kernel_from_scaled_sq
 from emulators.gp import (
-    _LS_BOX,
-    _NOISE_BOX,
-    _OS_BOX,
     GPEmulator,
     JitterWarning,
-    LogBoxPrior,
-    _flush_denormals,
-    _gp_settings,
-    _Gram,
-    _NuggetRatioNoise,
-    _threads_for,
+    _BatchGP,
+    _Selection,
+    _single_thread,
     kernel_matrix,
 )
 
@@ -77,9 +68,10 @@ _ZZ_JITTER_CAP = 1e-6
 # is below this: such a point adds nothing the others do not already represent, and
 # would only make K_zz singular
 _SELECT_TOL = 1e-10
-# below this n M², fitting runs single-threaded (see _single_thread): up to n = 40 000 runs
-# at M = 500. Measured 10x faster single-threaded at n M² = 4e7 on a loaded 2-core
-# machine; where threads start to pay on an idle many-core one is not measured here
+# below this n M², fitting runs single-threaded (see SparseGPEmulator._optimize): up to
+# n = 40 000 runs at M = 500. Measured 10x faster single-threaded at n M² = 4e7 on a
+# loaded 2-core machine; where threads start to pay on an idle many-core one is not
+# measured here
 _ONE_THREAD_WORK = 1e10
 
 
@@ -148,30 +140,12 @@ class _InducingKernel(gpytorch.kernels.InducingPointKernel):
         return res
 
 
-class _single_thread:
-    """Run single-threaded when ``on`` (the thread count is restored after).
+class _BatchSGPR(_BatchGP):
+    """``m`` independent SGPR models with batch shape ``(m,)``, nugget relative to ``σ²_f``.
 
-    An SGPR iteration is a few ``(n, M)`` elementwise passes and ``n M²`` products: with
-    the GPyTorch kernels' OpenMP elementwise ops, two threads on a loaded 2-core machine
-    spin-wait more than they compute. Measured at n = 1000, M = 200 (load average 10):
-    0.38–0.55 s per bound and gradient single-threaded, 5.0–5.4 s with two threads.
+    The exact GP's mean, kernel, nugget and priors (:class:`~emulators.gp._BatchGP`), its
+    scale kernel then wrapped in the inducing-point kernel.
     """
-
-    def __init__(self, on: bool) -> None:
-        self.on = on
-
-    def __enter__(self):
-        self.saved = torch.get_num_threads()
-        if self.on:
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.saved)
-        return False
-
-
-class _BatchSGPR(gpytorch.models.ExactGP):
-    """``m`` independent SGPR models with batch shape ``(m,)``, nugget relative to ``σ²_f``."""
 
     def __init__(
         self,
@@ -184,47 +158,13 @@ class _BatchSGPR(gpytorch.models.ExactGP):
         min_nugget: float,
         learn_inducing: bool,
     ) -> None:
-        m, _, d = train_x.shape
-        batch = torch.Size([m])
-        super().__init__(
-            train_x, train_y, gpytorch.likelihoods.GaussianLikelihood(batch_shape=batch)
-        )
-        if mean == "constant":
-            self.mean_module = gpytorch.means.ConstantMean(batch_shape=batch)
-        else:
-            self.mean_module = gpytorch.means.LinearMean(d, batch_shape=batch)
-        ls_prior = LogBoxPrior(*_LS_BOX) if priors else None
-        if kernel == "matern52":
-            base = gpytorch.kernels.MaternKernel(
-                nu=2.5, ard_num_dims=d, batch_shape=batch, lengthscale_prior=ls_prior
-            )
-        else:
-            base = gpytorch.kernels.RBFKernel(
-                ard_num_dims=d, batch_shape=batch, lengthscale_prior=ls_prior
-            )
-        scale = gpytorch.kernels.ScaleKernel(base, batch_shape=batch)
-        likelihood = self.likelihood
-        likelihood.noise_covar = _NuggetRatioNoise(
-            lambda: self.covar_module.base_kernel.outputscale.unsqueeze(-1), min_nugget, batch
-        )
-        self.covar_module = _InducingKernel(scale, inducing, likelihood)
+        super().__init__(train_x, train_y, kernel, mean, priors, min_nugget)
+        self.covar_module = _InducingKernel(self.covar_module, inducing, self.likelihood)
         self.covar_module.inducing_points.requires_grad_(bool(learn_inducing))
-        if priors:
-            scale.register_prior(
-                "outputscale_prior",
-                LogBoxPrior(*_OS_BOX),
-                lambda mod: mod.outputscale.unsqueeze(-1),
-            )
-            likelihood.register_prior(
-                "noise_prior", LogBoxPrior(*_NOISE_BOX), lambda mod: mod.noise_covar.ratio
-            )
 
     @property
     def scale_kernel(self) -> gpytorch.kernels.ScaleKernel:
         return self.covar_module.base_kernel
-
-    def forward(self, x):
-        return gpytorch.distributions.MultivariateNormal(self.mean_module(x), self.covar_module(x))
 
 
 def greedy_inducing(
@@ -279,27 +219,19 @@ def greedy_inducing(
     return idx
 
 
-class _SparseSelection:
-    """The fitted tensors of some outputs, arranged for :meth:`SparseGPEmulator._predict`."""
+class _SparseSelection(_Selection):
+    """The fitted tensors of some outputs, arranged for :meth:`GPEmulator._predict`: the
+    ``M`` inducing inputs in place of the runs, ``w`` in place of ``α``, ``V = R K_z*``."""
 
     def __init__(self, em: SparseGPEmulator, idx: list[int] | None):
-        sl = slice(None) if idx is None else torch.as_tensor(idx, device=em.device)
-        c = input_factor(em.kernel)
-        self.k = em.n_outputs if idx is None else len(idx)
-        a = em._zz[sl] * c  # (k, M, d): inducing inputs as kernel_matrix scales them
-        self.a_m2 = a * -2.0
-        self.a_sq = a.pow(2).sum(-1, keepdim=True)
-        self.ls = em._ls[sl][:, None, :]
-        self.log_os = torch.log(em._os[sl])[:, None, None]
-        self.log_os_w = torch.log(em._os[sl][:, None])[..., None, None]
-        self.mc = em._mc[sl][:, None]
-        self.mw = None if em.mean_ == "constant" else em._mw[sl]
-        self.w = em._w[sl].unsqueeze(-2)  # (k, 1, M)
+        sl = self._select(em, idx, em._zz)
+        self.alpha = em._w[sl].unsqueeze(-2)  # (k, 1, M): mean = μ + K_*z w
         self.R = em._R[sl]  # (k, M, M)
         self.noise = (em._noise[sl] if em.predictive_noise else em._noise[sl] * 0)[:, None, None]
-        self.ymean = em._t_ymean[sl][:, None]
-        self.yscale = em._t_yscale[sl][:, None]
-        self.yvar = (em._t_yscale[sl] ** 2)[:, None, None]
+
+    def project(self, K: torch.Tensor) -> torch.Tensor:
+        """``V = R K_z*`` (module docstring): ``cov = K_** − VᵀV``."""
+        return self.R @ K
 
 
 class SparseGPEmulator(GPEmulator):
@@ -333,6 +265,8 @@ class SparseGPEmulator(GPEmulator):
     >>> em = SparseGPEmulator(n_inducing=300, seed=0).fit(X, Y)   # doctest: +SKIP
     >>> mean, cov = em.predict_torch(Xw)                           # doctest: +SKIP
     """
+
+    _selection_type = _SparseSelection
 
     def __init__(
         self,
@@ -383,12 +317,14 @@ class SparseGPEmulator(GPEmulator):
     def _m_inducing(self) -> int:
         return min(self.n_inducing, self.n_train)
 
-    def _build_model(self, inducing: torch.Tensor | None = None) -> None:
-        tx, ty = self._scaled_train()
+    def _new_model(
+        self, tx: torch.Tensor, ty: torch.Tensor, inducing: torch.Tensor | None = None
+    ) -> _BatchSGPR:
+        """The SGPR model; ``inducing`` (default: a greedy choice under length-scales 0.5)."""
         if inducing is None:
             ls = torch.full((self.n_outputs, self.n_inputs), 0.5, dtype=torch.float64)
             inducing = self._inducing_from(ls.to(self.device))
-        self.model_ = _BatchSGPR(
+        return _BatchSGPR(
             tx,
             ty,
             inducing,
@@ -397,10 +333,6 @@ class SparseGPEmulator(GPEmulator):
             self.priors,
             self.min_nugget,
             self.learn_inducing,
-        )
-        self.model_.double().to(self.device)
-        self._fit_weight = torch.as_tensor(
-            (self._y_scale > 0).astype(np.float64), device=self.device
         )
 
     def _inducing_from(self, lengthscale: torch.Tensor) -> torch.Tensor:
@@ -429,30 +361,13 @@ class SparseGPEmulator(GPEmulator):
         ):
             return super()._per_output_loss()
 
-    def _draw_start(self, rng: np.random.Generator, start: int) -> None:
-        """As :meth:`GPEmulator._draw_start`, on the SGPR model's modules."""
-        m, d = self.n_outputs, self.n_inputs
-        if start == 0:
-            ls, os_, nug = np.full((m, d), 0.5), np.ones(m), np.full(m, 1e-4)
-        else:
-            ls = np.exp(rng.uniform(math.log(0.1), math.log(3.0), size=(m, d)))
-            os_ = np.exp(rng.uniform(math.log(0.3), math.log(3.0), size=m))
-            nug = np.exp(rng.uniform(math.log(1e-6), math.log(1e-2), size=m))
-        model = self.model_
-        t = lambda a: torch.as_tensor(a, dtype=torch.float64, device=self.device)  # noqa: E731
-        model.scale_kernel.base_kernel.lengthscale = t(ls[:, None, :])
-        model.scale_kernel.outputscale = t(os_)
-        model.likelihood.noise_covar.ratio = t(np.maximum(nug, 2 * self.min_nugget)[:, None])
-        with torch.no_grad():
-            if self.mean_ == "constant":
-                model.mean_module.constant.zero_()
-            else:
-                model.mean_module.weights.zero_()
-                model.mean_module.bias.zero_()
-
     def _optimize(self) -> None:
         """Multi-start fit (as the exact GP's), then the inducing inputs chosen again under
         the fitted length-scales and the hyperparameters refined from where they are."""
+        # An SGPR iteration is a few (n, M) elementwise passes and n M² products: with the
+        # GPyTorch kernels' OpenMP elementwise ops, two threads on a loaded 2-core machine
+        # spin-wait more than they compute. Measured at n = 1000, M = 200 (load average
+        # 10): 0.38–0.55 s per bound and gradient single-threaded, 5.0–5.4 s with two.
         with _single_thread(self.n_train * self._m_inducing() ** 2 < _ONE_THREAD_WORK):
             self._optimize_twice()
 
@@ -467,13 +382,7 @@ class SparseGPEmulator(GPEmulator):
             )
             self.model_.covar_module.inducing_points.copy_(self._inducing_from(ls))
         self.model_.covar_module._clear_cache()
-        with (
-            _gp_settings(),
-            _flush_denormals(),
-            _threads_for(self.n_train),
-            warnings.catch_warnings(),
-        ):
-            warnings.filterwarnings("ignore", category=gpytorch.utils.warnings.NumericalWarning)
+        with self._training_context():
             # L-BFGS only: Adam's first steps would move away from a fitted optimum
             saved, self.adam_iter = self.adam_iter, 0
             try:
@@ -497,15 +406,7 @@ class SparseGPEmulator(GPEmulator):
         model.covar_module._clear_cache()
         with torch.no_grad():
             m = self.n_outputs
-            sk = model.scale_kernel
-            self._ls = sk.base_kernel.lengthscale.detach().reshape(m, -1)
-            self._os = sk.outputscale.detach().reshape(m)
-            if self.mean_ == "constant":
-                self._mc = model.mean_module.constant.detach().reshape(m)
-                self._mw = torch.zeros(m, self.n_inputs, dtype=torch.float64, device=self.device)
-            else:
-                self._mc = model.mean_module.bias.detach().reshape(m)
-                self._mw = model.mean_module.weights.detach().reshape(m, self.n_inputs)
+            self._cache_hyperparameters()
             tx, ty = self._scaled_train()
             u = tx[0]
             Z = model.covar_module.inducing_points.detach()  # (m, M, d)
@@ -531,11 +432,7 @@ class SparseGPEmulator(GPEmulator):
             self._w = (Ut_Lzinv.transpose(-1, -2) @ coef.unsqueeze(-1)).squeeze(-1)  # (m, M)
             # for loo: A and B's eigenpairs
             self._A, self._lam, self._U = A, lam, U
-            self._t_lower = torch.as_tensor(self._lower, device=self.device)
-            self._t_span = torch.as_tensor(self._input_span(), device=self.device)
-            self._t_ymean = torch.as_tensor(self._y_mean, device=self.device)
-            self._t_yscale = torch.as_tensor(self._y_scale, device=self.device)
-            self._selections: dict[tuple[int, ...] | None, _SparseSelection] = {}
+            self._cache_scaling()
         self._fitted = True
 
     def _inducing_cholesky(self, Kzz: torch.Tensor) -> torch.Tensor:
@@ -556,19 +453,10 @@ class SparseGPEmulator(GPEmulator):
     def predict(self, inputs: np.ndarray, full_cov: bool = False) -> Prediction:
         """Predictive distribution at new inputs, in original output units.
 
-        The same algebra as :meth:`predict_torch` (tested against GPyTorch's own SGPR
-        prediction and, with every run an inducing input, against the exact GP).
-
-        Parameters
-        ----------
-        inputs : array_like of shape (n, p + q)
-        full_cov : bool
-            Also return the covariance across the ``n`` points for each output.
-
-        Returns
-        -------
-        Prediction
-            ``mean (n, m)``, ``var (n, m)`` and, with ``full_cov``, ``cov (m, n, n)``.
+        Parameters and returns as :meth:`GPEmulator.predict`; computed by the same algebra
+        as :meth:`predict_torch` (tested against GPyTorch's own SGPR prediction and, with
+        every run an inducing input, against the exact GP), the nugget included where
+        ``predictive_noise``.
         """
         self._check_fitted()
         X = self._check_inputs(inputs)
@@ -591,52 +479,6 @@ class SparseGPEmulator(GPEmulator):
                 mean, var = torch.cat(means), torch.cat(vars_)
                 cov = None
         return Prediction(mean=mean.cpu().numpy(), var=var.clamp_min(0.0).cpu().numpy(), cov=cov)
-
-    def _selection(self, outputs: Sequence[int] | None) -> _SparseSelection:
-        key = None if outputs is None else tuple(int(j) for j in outputs)
-        sel = self._selections.get(key)
-        if sel is None:
-            if key is not None and (not key or min(key) < 0 or max(key) >= self.n_outputs):
-                raise ValueError(
-                    f"outputs: expected indices in [0, {self.n_outputs}), at least one, "
-                    f"got {list(key)}"
-                )
-            if len(self._selections) >= 16:
-                self._selections.clear()
-            sel = _SparseSelection(self, None if key is None else list(key))
-            self._selections[key] = sel
-        return sel
-
-    def _predict(self, x: torch.Tensor, sel: _SparseSelection) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean ``(W, n, k)`` and covariance ``(W, k, n, n)`` at inputs ``x (W, n, d)``.
-
-        All walkers' points side by side as in :meth:`GPEmulator._predict`, with the ``M``
-        inducing inputs in place of the ``N`` runs: ``K_z*`` ``(k, M, W·n)``, the mean and
-        ``V = R K_z*`` are one matrix product per output.
-        """
-        W, n, d = x.shape
-        k, M = sel.k, sel.a_m2.shape[1]
-        c = input_factor(self.kernel)
-        u = (x - self._t_lower) / self._t_span
-        zf = u.reshape(1, W * n, d) / sel.ls
-        b = zf * c
-        b_sq = b.pow(2).sum(-1)
-        r2 = (sel.a_m2 @ b.transpose(-1, -2)).add_(sel.a_sq).add_(b_sq.unsqueeze(-2))
-        Kzs = kernel_from_scaled_sq(self.kernel, r2, sel.log_os, True)  # (k, M, W·n)
-        mean = sel.mc if sel.mw is None else sel.mc + sel.mw @ u.reshape(W * n, d).T
-        mean = mean + (sel.w @ Kzs).squeeze(-2)
-        V = (sel.R @ Kzs).view(k, M, W, n).permute(0, 2, 1, 3).contiguous()  # (k, W, M, n)
-        bw = b.view(k, W, n, d)
-        bw_sq = b_sq.view(k, W, n)
-        r2 = ((bw * -2.0) @ bw.transpose(-1, -2)).add_(bw_sq.unsqueeze(-1))
-        r2 = r2.add_(bw_sq.unsqueeze(-2))
-        Kss = kernel_from_scaled_sq(self.kernel, r2, sel.log_os_w, True)
-        VtV = _Gram.apply(V) if V.requires_grad else V.transpose(-1, -2) @ V
-        cov = Kss - VtV
-        eye = torch.eye(n, dtype=cov.dtype, device=cov.device)
-        cov = (cov + sel.noise[:, None] * eye).permute(1, 0, 2, 3)  # (W, k, n, n)
-        mean = mean * sel.yscale + sel.ymean
-        return mean.view(k, W, n).permute(1, 2, 0), cov * sel.yvar
 
     # ------------------------------------------------------------ leave-one-out
     def loo(self) -> tuple[np.ndarray, np.ndarray]:
@@ -665,9 +507,7 @@ class SparseGPEmulator(GPEmulator):
             Kinv_r = (r - (self._A.transpose(-1, -2) @ BinvAr).squeeze(-1)) / s2
             mean = ty - Kinv_r / diag
             var = 1.0 / diag
-        mean = mean.cpu().numpy().T * self._y_scale + self._y_mean
-        var = var.cpu().numpy().T * self._y_scale**2
-        return mean, var
+        return self._to_output_units(mean, var)
 
     # -------------------------------------------------------------- persistence
     def state_dict(self) -> dict[str, np.ndarray | str | float]:
@@ -705,31 +545,10 @@ class SparseGPEmulator(GPEmulator):
             n_inducing=int(state["n_inducing"]),
             learn_inducing=bool(state["learn_inducing"]),
             predictive_noise=bool(state["predictive_noise"]),
-            kernel=str(state["kernel"]),
-            mean=str(state["mean"]),
-            n_restarts=int(state["n_restarts"]) or None,
-            adam_iter=int(state["adam_iter"]),
-            lbfgs_iter=int(state["lbfgs_iter"]),
-            adam_lr=float(state["adam_lr"]),
-            min_nugget=float(state["min_nugget"]),
-            priors=bool(state["priors"]),
-            device=device or "cpu",
-            seed=int(state["seed"]),
+            **cls._state_options(state, device),
         )
-        em._train_x = np.asarray(state["train_inputs"], dtype=np.float64)
-        em._train_y = np.asarray(state["train_outputs"], dtype=np.float64)
-        em._lower = np.asarray(state["input_lower"], dtype=np.float64)
-        em._upper = np.asarray(state["input_upper"], dtype=np.float64)
-        em._y_mean = np.asarray(state["output_mean"], dtype=np.float64)
-        em._y_scale = np.asarray(state["output_scale"], dtype=np.float64)
-        em.n_inputs = em._train_x.shape[1]
-        em.n_outputs = em._train_y.shape[1]
-        em.mean_ = em.mean
-        key = "param/covar_module.inducing_points"
-        em._build_model(torch.as_tensor(np.asarray(state[key]), device=em.device))
-        with torch.no_grad():
-            for n, p in em.model_.named_parameters():
-                p.copy_(torch.as_tensor(np.asarray(state[f"param/{n}"]), device=em.device))
+        inducing = np.asarray(state["param/covar_module.inducing_points"])
+        em._restore_model(state, inducing=torch.as_tensor(inducing, device=em.device))
         em.n_failed_starts_ = 0
         em.converged_ = True
         em._check_state_ranges()
@@ -737,36 +556,10 @@ class SparseGPEmulator(GPEmulator):
         return em
 
     def _check_state_ranges(self) -> None:
-        """As :meth:`GPEmulator._check_state_ranges` (values no fit produces are refused)."""
-        for key, value in {
-            "train_inputs": self._train_x,
-            "train_outputs": self._train_y,
-            "input_lower": self._lower,
-            "input_upper": self._upper,
-            "output_mean": self._y_mean,
-            "output_scale": self._y_scale,
-        }.items():
-            if not np.isfinite(value).all():
-                raise ValueError(f"state: {key} holds NaN or inf; the state is damaged")
-        model = self.model_
-        if not bool(torch.isfinite(model.covar_module.inducing_points).all()):
+        """:meth:`GPEmulator._check_state_ranges`, and finite inducing inputs."""
+        super()._check_state_ranges()
+        if not bool(torch.isfinite(self.model_.covar_module.inducing_points).all()):
             raise ValueError("state: the inducing inputs hold NaN or inf; the state is damaged")
-        with torch.no_grad():
-            hyper = {
-                "lengthscale": model.scale_kernel.base_kernel.lengthscale,
-                "outputscale": model.scale_kernel.outputscale,
-                "nugget_ratio": model.likelihood.noise_covar.ratio,
-            }
-        for key, (lo, hi) in self._STATE_RANGES.items():
-            v = hyper[key].detach().cpu().numpy()
-            bad = ~np.isfinite(v) | (v <= lo) | (v > hi)
-            if bad.any():
-                raise ValueError(
-                    f"state: {key} {float(v[bad].ravel()[0]):g} is outside ({lo:g}, {hi:g}], "
-                    "what a fit can produce; the state is damaged"
-                )
-        if (self._y_scale < 0).any():
-            raise ValueError("state: output_scale must be ≥ 0; the state is damaged")
 
     def __repr__(self) -> str:
         fitted = f", n_inputs={self.n_inputs}, n_outputs={self.n_outputs}" if self._fitted else ""
