@@ -197,6 +197,8 @@ def _journal_path(path: Path) -> Path:
 _WRITER_LOCKS: dict[int, tuple[int, int]] = {}
 #: Those of them whose journal file this process created (see :func:`_unlock_writer`).
 _CREATED: set[int] = set()
+#: The outermost folder a lock created for its archive (removed again if left empty).
+_MADE_DIRS: dict[int, Path] = {}
 
 
 def _lock_writer(path: Path) -> int:
@@ -206,6 +208,9 @@ def _lock_writer(path: Path) -> int:
 
     The lock belongs to this process alone: a child made by ``fork`` (a process-pool
     worker) closes its copy at once (:func:`_drop_inherited_locks`)."""
+    made = next((d for d in reversed(path.parent.parents) if not d.exists()), None)
+    if made is None and not path.parent.exists():
+        made = path.parent
     path.parent.mkdir(parents=True, exist_ok=True)
     jpath = _journal_path(path)
     for _ in range(100):
@@ -234,6 +239,8 @@ def _lock_writer(path: Path) -> int:
                 _WRITER_LOCKS[fd] = (st.st_dev, st.st_ino)
                 if created:
                     _CREATED.add(fd)
+                if made is not None:
+                    _MADE_DIRS[fd] = made
                 return fd
         # the journal was removed (:func:`_unlock_writer`) between our open and our lock:
         # a lock on the removed file would keep nobody out; lock the one there now
@@ -251,11 +258,17 @@ def _unlock_writer(fd: int, archive: Path | None = None) -> None:
     forked child, whose copy was already closed at the fork."""
     if _WRITER_LOCKS.pop(fd, None) is None:
         return
+    made = _MADE_DIRS.pop(fd, None)
     try:
         if fd in _CREATED and archive is not None and not archive.exists():
             with contextlib.suppress(OSError):
                 if os.fstat(fd).st_size == 0:
                     _journal_path(archive).unlink()
+                    # and the folders made for it, innermost first, while they are empty
+                    folder = archive.parent
+                    while made is not None and folder != made.parent:
+                        folder.rmdir()
+                        folder = folder.parent
     finally:
         _CREATED.discard(fd)
         os.close(fd)
@@ -277,6 +290,7 @@ def _drop_inherited_locks() -> None:
                 os.close(fd)
     _WRITER_LOCKS.clear()
     _CREATED.clear()
+    _MADE_DIRS.clear()
 
 
 os.register_at_fork(after_in_child=_drop_inherited_locks)

@@ -37,6 +37,21 @@ def test_a_refused_sample_call_leaves_no_file(tmp_path, kw, message):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_refused_call_removes_the_folders_it_made_and_keeps_the_others(tmp_path):
+    """The folders made for a new archive's path go with its journal; one that was there
+    before, or that holds something else, stays."""
+    with pytest.raises(ValueError, match="seed"):
+        _cal().sample(n_walkers=8, n_steps=10, archive=tmp_path / "a" / "b" / "s.h5", seed=-1)
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="seed"):
+        _cal().sample(n_walkers=8, n_steps=10, archive=tmp_path / "a" / "b" / "s.h5", seed=-1)
+    assert sorted(os.listdir(tmp_path / "a")) == ["keep.txt"]
+    post = _cal().sample(n_walkers=8, n_steps=4, archive=tmp_path / "c" / "s.h5", seed=1)
+    assert (tmp_path / "c" / "s.h5").exists() and post.chain.shape[0] == 4
+
+
 def test_a_refused_call_keeps_a_journal_it_did_not_make(tmp_path):
     path = tmp_path / "study.h5"
     journal = tmp_path / "study.h5.journal"
