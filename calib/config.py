@@ -175,7 +175,10 @@ def _campaigns(value: Any, given: Sequence[Campaign] | None) -> list[Campaign]:
 
 # ---------------------------------------------------------------------- from_config
 def from_config(
-    cfg: dict[str, Any], model: Any, campaigns: Sequence[Campaign] | None = None
+    cfg: dict[str, Any],
+    model: Any,
+    campaigns: Sequence[Campaign] | None = None,
+    timeout: float | None = None,
 ) -> Calibrator:
     """The Calibrator a configuration describes (the inverse of :func:`to_config`).
 
@@ -190,6 +193,9 @@ def from_config(
     campaigns : sequence of Campaign, optional
         The campaigns' data; ``cfg["campaigns"]``, if it lists names, must list theirs in
         the same order.
+    timeout : float, optional
+        Direct mode: ``Calibrator(timeout=)``, the limit of one simulator run (a run-time
+        choice, not part of the configuration; a study file's ``[runs] timeout``).
 
     Returns
     -------
@@ -244,6 +250,7 @@ def from_config(
         input_names=_names(cfg.get("input_names"), "input_names") if emulator else None,
         output_names=_names(cfg.get("output_names"), "output_names") if emulator else None,
         output_coords=None if coords is None else as_real_array(coords, "output_coords"),
+        timeout=timeout,
     )
     if cfg.get("study"):
         cal.study = cfg["study"]  # the study file it came from travels with it

@@ -151,8 +151,11 @@ def read_study(path: str | Path) -> Study:
         # correlated pooling: checked by from_config (it reads the archive's records too)
         **({"correlated": content["correlated"]} if "correlated" in content else {}),
     }
+    runs = sections.runs_settings(content.get("runs", {}))
+    # direct mode: [runs] timeout limits each simulator run inside the likelihood too
+    timeout = None if emulated else runs["timeout"]
     try:  # the Calibrator's own checks: campaigns against the simulator, pooling, δ, noise
-        cal = from_config(config, model, campaigns=campaigns)
+        cal = from_config(config, model, campaigns=campaigns, timeout=timeout)
     except (ValueError, TypeError) as exc:
         raise StudyError(one_line(exc)) from None
     design = emulator = None
@@ -172,7 +175,6 @@ def read_study(path: str | Path) -> Study:
             "design: a design is run to fit an emulator, and the study has no [emulator] "
             "(direct mode); add [emulator] or remove [design]"
         )
-    runs = sections.runs_settings(content.get("runs", {}))
     sampler = sections.sampler_settings(content.get("sampler", {}))
     outputs = content.get("outputs", {})
     archive, truth = sections.outputs_from(outputs, base, path, used, cal)

@@ -201,6 +201,17 @@ def test_a_study_pools_parameters_jointly(studies):
         read_study(studies / DIRECT)
 
 
+def test_a_direct_study_limits_each_simulator_run_by_its_runs_timeout(studies):
+    """``[runs] timeout`` reaches the likelihood's simulator runs in direct mode (it was
+    read and then used only by a design)."""
+    _edit(studies / DIRECT, "[sampler]", "[runs]\ntimeout = 2.5\n\n[sampler]")
+    assert read_study(studies / DIRECT).calibrator.model.forward.timeout == 2.5
+    # with an emulator it limits the design's runs, not the calibration's (which runs none)
+    _edit(studies / EMULATED, 'executor = "serial"', 'executor = "serial"\ntimeout = 2.5')
+    emulated = read_study(studies / EMULATED)
+    assert emulated.runs["timeout"] == 2.5 and emulated.calibrator.model.forward.timeout is None
+
+
 def test_the_study_travels_with_the_configuration(studies):
     """from_config keeps the study record, to_config writes it back (JSON-able, inf as
     JSON's Infinity); a record that is not a table is refused."""
