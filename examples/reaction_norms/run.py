@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> dict:
     q05, q95 = np.quantile(rho, [0.05, 0.95])
     diag = post.diagnostics()
     print(f"ρ = corr(intercept, slope): mean {rho.mean():.2f}, 90 % [{q05:.2f}, {q95:.2f}]")
-    print(f"(true {RHO}; bulk ESS {diag['ess_bulk']['corr(intercept,slope)']:.0f})")
+    print(
+        f"(true {RHO}; bulk ESS {diag['ess_bulk']['corr(intercept,slope)']:.0f}; "
+        f"R̂ max {diag['rhat_max']:.3f}; converged: {post.converged})"
+    )
     genotypes = {}
     for c, (a, b) in zip(camps, truth):
         ia = post.draws("intercept", campaign=c.name)
