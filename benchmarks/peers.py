@@ -160,9 +160,14 @@ def per_walker_cost(cal, post, walkers=(16, 64), repeats: int = 5, number: int =
     return out
 
 
-def measure(name: str, cal, seed: int, n_steps: int | None) -> dict:
-    """One sampling run of ``cal`` and its row: ESS/s, θ's posterior, the comparison."""
+def measure(name: str, cal, seed: int, n_steps: int | None, stop: bool = True) -> dict:
+    """One sampling run of ``cal`` and its row: ESS/s, θ's posterior, the comparison.
+
+    ``stop=False`` runs the whole budget ``n_steps`` with the stopping rule off (a
+    fixed-length run, as the peers' runs are)."""
     kwargs = {} if n_steps is None else {"n_steps": n_steps}
+    if not stop:
+        kwargs["autocorr_stop"] = False
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0, c0 = time.perf_counter(), time.process_time()
@@ -184,6 +189,7 @@ def measure(name: str, cal, seed: int, n_steps: int | None) -> dict:
     return {
         "problem": name,
         "seed": seed,
+        "mode": "default" if stop else f"fixed {n_steps} steps",
         "n_dim": cal.n_dim,
         "n_walkers": int(diag["n_walkers"]),
         "n_steps": int(diag["n_steps"]),
@@ -323,6 +329,24 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument(
         "--table", metavar="JSON", help="print the table of a results file, run nothing"
     )
+    ap.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="run the peer before calib for every seed (benchmarks/peers_side.py; needs "
+        "the peers' environment, benchmarks/peers_env.sh)",
+    )
+    ap.add_argument("--peer-python", default=None, help="the peers' interpreter")
+    ap.add_argument(
+        "--fixed-steps",
+        type=int,
+        default=None,
+        help="also run calib for this many steps with the stopping rule off, per seed",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other problems of an existing --output file",
+    )
     args = ap.parse_args(argv)
     if args.table:
         doc = json.loads(Path(args.table).read_text())
@@ -341,6 +365,16 @@ def main(argv: list[str] | None = None) -> dict:
     n_steps = 40 if args.quick else args.n_steps
     timing = {"repeats": 1, "number": 3} if args.quick else {"repeats": 5, "number": 20}
 
+    peer_python = None
+    if args.side_by_side:
+        from benchmarks import peers_side
+
+        peer_python = args.peer_python or peers_side.DEFAULT_PYTHON
+        if not peers_side.peer_available(peer_python):
+            ap.error(
+                f"--side-by-side: no peers' environment at {peer_python} "
+                "(build it with benchmarks/peers_env.sh)"
+            )
     torch.set_num_threads(1)
     doc = {
         "benchmark": "peers",
@@ -356,8 +390,12 @@ def main(argv: list[str] | None = None) -> dict:
         "match_rule": "every θ mean within 0.2 peer sd and every sd within 20 % of the peer's",
         "peer_note": "peer figures from shared/data/ball_drop/README.md, measured in another "
         "session on a 2-core machine of this kind, not side by side: ratios are indicative",
+        "side_by_side": bool(peer_python),
+        "fixed_steps": args.fixed_steps,
         "problems": {},
     }
+    if args.merge and out.is_file():
+        doc["problems"] = json.loads(out.read_text()).get("problems", {})
     write(out, doc)
     print(
         f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs ({_cpu_model()}), "
@@ -370,14 +408,30 @@ def main(argv: list[str] | None = None) -> dict:
             warnings.simplefilter("ignore")  # the emulator fit's ConvergenceWarnings
             cal = build(name, args.quick)
         build_s = time.perf_counter() - t
-        rows = []
+        rows, fixed, peers = [], [], []
         for seed in range(seeds):
+            if peer_python:
+                peer = peers_side.run_peer(
+                    name.removesuffix("_coords"), seed, python=peer_python, steps=n_steps
+                )
+                peers.append({k: v for k, v in peer.items() if k != "chain"})
+                print(_fmt_peer(name, seed, peer), flush=True)
             row = measure(name, cal, seed, n_steps)
             row["build_s"] = build_s
             rows.append(row)
             print(_fmt(row), flush=True)
+            if args.fixed_steps:
+                row = measure(name, cal, seed, args.fixed_steps, stop=False)
+                fixed.append(row)
+                print(_fmt(row), flush=True)
         cost = per_walker_cost(cal, rows[-1]["_post"], **timing)
         doc["problems"][name] = summarize(name, rows, cost, getattr(cal, "notes", []))
+        if peers:
+            doc["problems"][name]["side_by_side"] = side_by_side(rows, fixed, peers)
+        if fixed:
+            doc["problems"][name]["fixed_rows"] = [
+                {k: v for k, v in r.items() if k != "_post"} for r in fixed
+            ]
         write(out, doc)
     doc["machine"]["load_average_at_end"] = list(os.getloadavg())
     write(out, doc)
@@ -387,6 +441,33 @@ def main(argv: list[str] | None = None) -> dict:
     return doc
 
 
+def side_by_side(rows: list[dict], fixed: list[dict], peers: list[dict]) -> dict:
+    """Ratios of calib's min ESS/s over θ to the peer's, seed by seed, the peer run just
+    before calib on the same machine (wall and CPU seconds), with their medians."""
+    out: dict = {"peer_rows": peers}
+    for label, runs in (("default", rows), ("fixed", fixed)):
+        if not runs:
+            continue
+        for key, field, pfield in (
+            ("wall", "min_ess_theta_per_s", "min_ess_per_s"),
+            ("cpu", "min_ess_theta_per_cpu_s", "min_ess_per_cpu_s"),
+        ):
+            r = [c[field] / p[pfield] for c, p in zip(runs, peers)]
+            out[f"ratio_{label}_{key}"] = {"per_seed": r, "median": float(np.median(r))}
+    return out
+
+
+def _fmt_peer(name: str, seed: int, p: dict) -> str:
+    th = ", ".join(
+        f"{k} {p['theta_mean'][k]:.4g} ± {p['theta_sd'][k]:.3g}" for k in p["theta_mean"]
+    )
+    return (
+        f"{name:<15} seed {seed} PEER {p.get('peer', '')[:20]:<20} wall {p['wall_s']:6.1f} s "
+        f"minESS(θ) {p['min_ess']:7.0f} ESS/s {p['min_ess_per_s']:7.2f} "
+        f"/cpu {p['min_ess_per_cpu_s']:7.2f} | {th}"
+    )
+
+
 def _fmt(r: dict) -> str:
     th = ", ".join(
         f"{k} {r['theta_mean'][k]:.4g} ± {r['theta_sd'][k]:.3g}" for k in r["theta_mean"]
@@ -394,8 +475,23 @@ def _fmt(r: dict) -> str:
     return (
         f"{r['problem']:<15} seed {r['seed']} steps {r['n_steps']:>5} wall {r['wall_s']:6.1f} s "
         f"minESS(θ) {r['min_ess_theta']:7.0f} ESS/s {r['min_ess_theta_per_s']:7.2f} "
-        f"R̂ {r['rhat_max']:.3f} | {th} | load {r['load_average_1min']:.1f}"
+        f"/cpu {r['min_ess_theta_per_cpu_s']:7.2f} R̂ {r['rhat_max']:.3f} [{r['mode']}] | {th} "
+        f"| load {r['load_average_1min']:.1f}"
     )
+
+
+def _pair(rows: list[dict], a: str, b: str) -> str:
+    """``median a (median b)`` over rows, or a dash."""
+    if not rows:
+        return "–"
+    return f"{np.median([r[a] for r in rows]):.1f} ({np.median([r[b] for r in rows]):.1f})"
+
+
+def _ratio(s: dict, label: str) -> str:
+    """The median side-by-side ratio, wall (CPU), of the default or fixed-length runs."""
+    if f"ratio_{label}_wall" not in s:
+        return "–"
+    return f"{s[f'ratio_{label}_wall']['median']:.1f}× ({s[f'ratio_{label}_cpu']['median']:.1f}×)"
 
 
 def table(doc: dict) -> str:
@@ -427,6 +523,28 @@ def table(doc: dict) -> str:
                 f"{'yes' if p['model']['same_model'] else 'approx.'} | "
                 f"{'yes' if p['posterior_matches_all_seeds'] else 'no'} | "
                 f"{cost['16']['ms_per_walker_eval']:.3f} / {cost['64']['ms_per_walker_eval']:.3f} |"
+            )
+    sbs = {n: p for n, p in doc["problems"].items() if "side_by_side" in p}
+    if sbs:
+        lines += [
+            "",
+            "Side by side (the peer run just before calib, same machine; median over seeds):",
+            "",
+            "| problem | seeds | peer min ESS/s, wall (CPU) | calib default, wall (CPU) | "
+            "ratio default, wall (CPU) | calib fixed-length, wall (CPU) | "
+            "ratio fixed, wall (CPU) |",
+            "|" + " --- |" * 7,
+        ]
+        for name, p in sbs.items():
+            s, peers = p["side_by_side"], p["side_by_side"]["peer_rows"]
+
+            fixed = p.get("fixed_rows", [])
+            lines.append(
+                f"| {name} | {len(peers)} | {_pair(peers, 'min_ess_per_s', 'min_ess_per_cpu_s')} | "
+                f"{_pair(p['rows'], 'min_ess_theta_per_s', 'min_ess_theta_per_cpu_s')} | "
+                f"{_ratio(s, 'default')} | "
+                f"{_pair(fixed, 'min_ess_theta_per_s', 'min_ess_theta_per_cpu_s')} | "
+                f"{_ratio(s, 'fixed')} |"
             )
     return "\n".join(lines)
 

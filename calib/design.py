@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import numbers
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import qmc
 
+from ._design_bounds import design_bounds, design_columns, scale_to_box
 from ._validation import as_real_array, check_int
 from .parameters import Parameter
 
@@ -149,7 +149,7 @@ class Design:
         TypeError
             If it holds strings or other non-numbers.
         """
-        names = _columns(simulator)
+        names = design_columns(simulator)
         arr = as_real_array(array, "design")
         if arr.ndim == 1 and len(names) == 1:
             arr = arr[:, None]
@@ -168,123 +168,6 @@ class Design:
             + (f", seed={self.seed}" if self.seed is not None else "")
             + ")"
         )
-
-
-# ---------------------------------------------------------------------- bounds
-def _columns(simulator: Any) -> tuple[str, ...]:
-    try:
-        return tuple(simulator.input_names) + tuple(simulator.parameter_names)
-    except AttributeError:
-        raise TypeError(
-            f"simulator: expected an object with input_names and parameter_names "
-            f"(calib.interfaces.Simulator), got {type(simulator).__name__}"
-        ) from None
-
-
-def _parameter_bounds(p: Parameter, prior_quantiles: tuple[float, float]) -> tuple[float, float]:
-    lo, hi = p.given_bounds  # a side only the prior's support closes is open here
-    if lo is None or hi is None:
-        if p.prior is None:
-            raise ValueError(
-                f"theta: parameter '{p.name}' is unbounded and has no prior, so a design "
-                f"cannot cover it; give it bounds or a prior"
-            )
-        # quantiles of the prior truncated to the known side, so a one-sided bound and a
-        # prior that straddles it still give a box inside the admissible region
-        qlo, qhi = prior_quantiles
-        known_lo, known_hi = lo, hi
-        if lo is None:
-            lo = float(p.prior.truncated_ppf(qlo, known_lo, known_hi))
-        if hi is None:
-            hi = float(p.prior.truncated_ppf(qhi, known_lo, known_hi))
-    return float(lo), float(hi)
-
-
-def design_bounds(
-    simulator: Any,
-    theta: Sequence[Parameter],
-    x_bounds: Mapping[str, tuple[float, float]] | None = None,
-    prior_quantiles: tuple[float, float] = (0.005, 0.995),
-) -> np.ndarray:
-    """The box ``(p + q, 2)`` a design fills, columns in design order.
-
-    Parameters
-    ----------
-    simulator : Simulator
-    theta : sequence of Parameter
-        One per name in ``simulator.parameter_names`` (any order).
-    x_bounds : mapping of str to (float, float), optional
-        Bounds of every control input; required when the simulator has any.
-    prior_quantiles : (float, float)
-        Quantiles of the prior used for an unbounded side of a parameter.
-
-    Raises
-    ------
-    ValueError
-        When an input's bounds are missing or malformed, an unknown name is given, or
-        ``theta`` does not match the simulator's parameters.
-    """
-    input_names = tuple(simulator.input_names)
-    parameter_names = tuple(simulator.parameter_names)
-    x_bounds = dict(x_bounds or {})
-    unknown = sorted(set(x_bounds) - set(input_names))
-    if unknown:
-        raise ValueError(
-            f"x_bounds: unknown control input(s) {unknown}; the simulator's inputs are "
-            f"{input_names}"
-        )
-    missing = [n for n in input_names if n not in x_bounds]
-    if missing:
-        raise ValueError(
-            f"x_bounds: bounds missing for control input(s) {missing}; expected "
-            f"x_bounds={{name: (lower, upper)}} for every name in {input_names}, "
-            f"got keys {sorted(x_bounds)}"
-        )
-    qlo, qhi = prior_quantiles
-    if not 0.0 < qlo < qhi < 1.0:
-        raise ValueError(
-            f"prior_quantiles: expected 0 < lower < upper < 1, got {prior_quantiles!r}"
-        )
-
-    if isinstance(theta, Parameter):
-        theta = [theta]
-    theta = list(theta)
-    for t in theta:
-        if not isinstance(t, Parameter):
-            raise TypeError(
-                f"theta: expected a list of calib.Parameter, got an element of type "
-                f"{type(t).__name__}"
-            )
-    by_name = {t.name: t for t in theta}
-    if len(by_name) != len(theta) or set(by_name) != set(parameter_names):
-        raise ValueError(
-            f"theta: expected one Parameter per simulator parameter {parameter_names}, "
-            f"got {tuple(t.name for t in theta)}"
-        )
-
-    rows = []
-    for name in input_names:
-        b = x_bounds[name]
-        try:
-            lo, hi = b
-        except (TypeError, ValueError):
-            raise ValueError(f"x_bounds['{name}']: expected (lower, upper), got {b!r}") from None
-        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (lo, hi)):
-            raise TypeError(f"x_bounds['{name}']: expected (lower, upper) as numbers, got {b!r}")
-        lo, hi = float(lo), float(hi)
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-            raise ValueError(
-                f"x_bounds['{name}']: expected finite lower <= upper, got ({lo}, {hi})"
-            )
-        rows.append((lo, hi))
-    for name in parameter_names:
-        rows.append(_parameter_bounds(by_name[name], (qlo, qhi)))
-    return np.array(rows, dtype=float).reshape(len(rows), 2)
-
-
-def _scale(unit: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    lo, hi = bounds[:, 0], bounds[:, 1]
-    return lo + unit * (hi - lo)
 
 
 # ---------------------------------------------------------------------- generators
@@ -340,8 +223,8 @@ def latin_hypercube(
     opt = optimization if d > 1 else None
     unit = qmc.LatinHypercube(d, optimization=opt, rng=np.random.default_rng(seed)).random(n)
     return Design(
-        _columns(simulator),
-        _scale(unit, bounds),
+        design_columns(simulator),
+        scale_to_box(unit, bounds),
         len(simulator.input_names),
         "latin_hypercube",
         seed,
@@ -391,8 +274,8 @@ def sobol(
             warnings.simplefilter("ignore", UserWarning)
             unit = gen.random(n)
     return Design(
-        _columns(simulator),
-        _scale(unit, bounds),
+        design_columns(simulator),
+        scale_to_box(unit, bounds),
         len(simulator.input_names),
         "sobol",
         seed,
@@ -423,7 +306,7 @@ def grid(
         ``prod(n)`` rows, the last column varying fastest.
     """
     bounds = design_bounds(simulator, theta, x_bounds, prior_quantiles)
-    names = _columns(simulator)
+    names = design_columns(simulator)
     if isinstance(n, Mapping):
         unknown = sorted(set(n) - set(names))
         if unknown:
@@ -447,7 +330,7 @@ def as_design(simulator: Any, design: Any) -> Design:
     ValueError
         When the columns or width do not match the simulator.
     """
-    names = _columns(simulator)
+    names = design_columns(simulator)
     if isinstance(design, Design):
         if design.names != names or design.n_inputs != len(simulator.input_names):
             raise ValueError(

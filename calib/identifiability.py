@@ -23,12 +23,11 @@ import warnings
 from typing import Any
 
 import numpy as np
-import torch
 
 from ._data_only import data_only_sd
-from ._threads import torch_threads
+from ._prior_variance import PRIOR_DRAWS as PRIOR_DRAWS
+from ._prior_variance import prior_variances, theta_entries
 from ._validation import check_int, check_seed
-from .blocks import CompletePooling, PartialPooling
 from .conditional import conditional_mean
 
 __all__ = [
@@ -40,9 +39,6 @@ __all__ = [
     "IdentifiabilityWarning",
     "SHARE_HIGH",
 ]
-
-DTYPE = torch.float64
-_CPU = torch.device("cpu")
 
 #: "barely informed" below this contraction: the data removed less than half the prior
 #: variance, so the posterior sd is still above 1/√2 ≈ 71 % of the prior's
@@ -61,8 +57,6 @@ CONTRACTION_PINNED = 0.9
 #: prior (Brynjarsdóttir & O'Hagan's simple machine with a GP δ 49×, θ exactly confounded
 #: with a constant δ 57×). A heuristic between the two groups, documented as such.
 WIDENING_HIGH = 25.0
-#: prior draws for the Monte Carlo prior variance of a partially pooled θ
-PRIOR_DRAWS = 4000
 #: δ predictions at most this many entries (points × outputs) at a time: the conditional's
 #: covariance and its draws grow with the square and cube of that number
 _CHUNK = 128
@@ -216,8 +210,8 @@ class Identifiability:
         if cheap and getattr(self, "_identifiability_cache", None) is not None:
             return self._identifiability_cache
         model = self.model
-        entries = _theta_entries(model)
-        prior_var = _prior_variances(model, entries, seed)
+        entries = theta_entries(model)
+        prior_var = prior_variances(model, entries, seed)
         hyper = _hyper_columns(model)
         flat = self.flat_unconstrained() if hyper else None
         delta = model.disc_block is not None
@@ -312,66 +306,6 @@ def _message(row: dict, corr: float | None) -> str:
     tries.append(f"a more informative prior on {p} if you have one")
     tries.append(f"data at more x, where the simulator's output is sensitive to {p}")
     return f"{name}: {' and '.join(said)}. Try: {'; '.join(tries)} (docs/identifiability.md)."
-
-
-def _theta_entries(model) -> list[dict]:
-    """The calibration parameter entries: one per parameter whose θ is common to all
-    campaigns, one per campaign otherwise, named as :meth:`calib.Posterior.draws` names them."""
-    out = []
-    for j, block in enumerate(model.param_blocks):
-        if isinstance(block, CompletePooling):
-            out.append({"name": block.name, "parameter": block.name, "campaign": None, "j": j})
-            continue
-        for c in model.campaign_names:
-            out.append(
-                {"name": f"{block.name}[{c}]", "parameter": block.name, "campaign": c, "j": j}
-            )
-    return out
-
-
-def _prior_variances(model, entries: list[dict], seed: int | None) -> dict[str, float]:
-    """Var_prior of every entry under the model's prior.
-
-    A completely pooled or unpooled θ has the parameter's prior truncated to its bounds:
-    its variance by quadrature (exact; the model's ``sample_prior`` keeps its draws within
-    the 0.1 % and 99.9 % quantiles, for starts, which would bias the variance low by ~2 %
-    for a Normal prior). A partially pooled θ has the marginal of ``g⁻¹(μ + τ z)`` over the
-    hyperpriors: Monte Carlo from ``PRIOR_DRAWS`` of ``model.sample_prior`` (which draws the
-    hyperparameters from their priors untruncated), all campaigns' columns together (they
-    are exchangeable a priori).
-    """
-    out: dict[str, float] = {}
-    pooled = [b for b in model.param_blocks if isinstance(b, PartialPooling)]
-    theta = None
-    if pooled:
-        U = model.sample_prior(np.random.default_rng(seed), PRIOR_DRAWS)
-        with torch.no_grad(), torch_threads(1):
-            t = model.unpack(torch.as_tensor(U, dtype=DTYPE, device=_CPU))["theta"]
-        theta = t.numpy()  # (n, L, q)
-    for e in entries:
-        block = model.param_blocks[e["j"]]
-        if isinstance(block, PartialPooling):
-            v = theta[:, :, e["j"]].reshape(-1)
-            v = v[np.isfinite(v)]
-            out[e["name"]] = float(np.var(v, ddof=1)) if v.size > 1 else math.nan
-        else:
-            out[e["name"]] = _truncated_variance(block.parameter)
-    return out
-
-
-def _truncated_variance(prm) -> float:
-    """Variance of ``prm.prior`` truncated to ``[prm.lower, prm.upper]``; inf when the
-    prior's variance is infinite and the bounds do not cut it off."""
-    dist = prm.prior.scipy()
-    lo, hi = prm.prior.support
-    a = -math.inf if prm.lower is None else prm.lower
-    b = math.inf if prm.upper is None else prm.upper
-    if a <= lo and b >= hi:
-        return float(dist.var())
-    if not (math.isfinite(a) and math.isfinite(b)) and not math.isfinite(float(dist.var())):
-        return math.inf
-    mean = float(dist.expect(lambda t: t, lb=a, ub=b, conditional=True))
-    return float(dist.expect(lambda t: (t - mean) ** 2, lb=a, ub=b, conditional=True))
 
 
 def _hyper_columns(model) -> list[tuple[str, int]]:

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ._delta_cov import DeltaCovariance
+from ._emulator_plan import EmulatorPlan
 from ._gaussian import _LOG_2PI, _gaussian_loglik, _GaussianLogLik
 from .blocks import (
     NOISE_MODES,
@@ -211,34 +212,15 @@ class Model:
         self._delta = DeltaCovariance(self) if self.discrepancy.active else None
         self._pseudo = None if self._delta is None else self._delta.pseudo
         self._diagonal = not self.discrepancy.active and not self.forward.emulator
-        self._emu_outputs = self._t_emu_idx = self._t_emu_idx_full = None
+        self._emu = self._emu_outputs = self._t_emu_idx = self._t_emu_idx_full = None
         if not self.forward.emulator:
             return
-        # emulator mode: the emulator is asked for the outputs with observations only. It
-        # is evaluated at every row, as the full prediction is: a GP's mean k(x*, X)α
-        # carries rounding errors of ~1e-10 relative (α is large where the runs are dense)
-        # that change with the shape of its matrix products, so leaving out rows without
-        # observations would change the values at that level for a negligible saving.
-        cols = np.unique(self.obs_col)
-        nr, nc = len(self.X_rows), cols.size
-        self._emu_outputs = None if nc == self.m else tuple(int(c) for c in cols)
-        self._emu_field = None if self.M == self.m else cols  # some interpolated
-        self._t_emu_x = self._tensor(self.X_rows, DTYPE)  # (n_rows, p)
-        ci = np.searchsorted(cols, self.obs_col)
-        self._t_res_idx = self._tensor((self.obs_row * nc + ci)[idx].reshape(-1))
-        self._t_emu_idx = self._emulator_gather(self.obs_row, ci, nr)
-        self._t_emu_idx_full = self._emulator_gather(self.obs_row, self.obs_col, nr)
-        # C_η couples entries of one output only (the contract's per-output covariance)
-        j = self.obs_col[idx]
-        same = (j[:, :, None] == j[:, None, :]) & ~pad[:, :, None] & ~pad[:, None, :]
-        self._t_emu_mask = self._tensor(same, DTYPE)  # (B, Nmax, Nmax)
-
-    def _emulator_gather(self, ri: np.ndarray, ci: np.ndarray, nr: int) -> torch.Tensor:
-        """Flat positions of cov[j_a, i_a, i_b] in a covariance ``(W, ·, nr, nr)``, for
-        every pair (a, b) of every block (pads point anywhere; they are masked)."""
-        r, c = ri[self.block_idx], ci[self.block_idx]  # (B, Nmax)
-        e = c[:, :, None] * nr * nr + r[:, :, None] * nr + r[:, None, :]
-        return self._tensor(e.reshape(-1))
+        # emulator mode: the outputs it is asked for, the gathers of its covariance
+        # (calib/_emulator_plan.py); predictions and checks read them as the model's
+        emu = self._emu = EmulatorPlan(self)
+        self._emu_outputs, self._t_res_idx = emu.outputs, emu.t_res_idx
+        self._t_emu_idx, self._t_emu_idx_full = emu.t_idx, emu.t_idx_full
+        self._t_emu_mask = emu.t_mask
 
     def _tensor(self, value, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A constant of the model (array, list) as a tensor on the model's device."""
@@ -278,12 +260,7 @@ class Model:
         when a value is not finite)."""
         W, L = theta.shape[0], self.L
         if self.forward.emulator:
-            n = self._t_emu_x.shape[0]
-            th = theta.expand(W, n, self.q) if L == 1 else theta[:, self._t_row_campaign]
-            if self._emu_field is not None:
-                mean, cov = self.field.predict(self.forward, self._t_emu_x, th, self._emu_field)
-            else:
-                mean, cov = self.forward.predict(self._t_emu_x, th, self._emu_outputs)
+            mean, cov = self._emu.predict(self, theta)
             return mean, cov, None
         n = self.X_rows.shape[0]
         th = theta.expand(W, n, self.q) if L == 1 else theta[:, self._t_row_campaign]
