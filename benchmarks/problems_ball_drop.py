@@ -31,20 +31,17 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import stats
 from scipy.interpolate import CubicSpline
 
 from calib import Calibrator, Campaign, Discrepancy, Parameter
-from calib.priors import Gamma, LogNormal, Normal, Prior
+from calib.priors import BetaRho, Gamma, GammaPrecision, Normal
 
 __all__ = [
     "ball_drop_1",
     "ball_drop_2",
     "surmise_linear",
     "data_dir",
-    "BetaRhoLengthscale",
-    "GammaPrecisionScale",
     "sepia_discrepancy",
 ]
 
@@ -81,108 +78,6 @@ def data_dir(problem: str = "sepia_bd2") -> Path:
         f"{problem}: expected the peers' data in shared/{sub} beside or inside the "
         f"repository (searched from {here} upwards), found none"
     )
-
-
-# ------------------------------------------------------------- SEPIA's priors in calib
-class BetaRhoLengthscale(Prior):
-    """An rbf length-scale ℓ (native units) whose SEPIA correlation parameter has
-    SEPIA's ``Beta(a, b)`` prior.
-
-    SEPIA (GPMSA) writes a GP correlation over inputs scaled to [0, 1] by their design
-    range ``span`` as ``exp(−β d_u²)`` with ``ρ = exp(−β/4)`` and ``ρ ~ Beta(1, 0.1)``
-    (``SepiaModel.set_params_full``, ``betaU``/``betaV``). calib's rbf is
-    ``exp(−d²/(2ℓ²))`` in native units, so ``β = span²/(2ℓ²)`` and
-    ``ρ = exp(−span²/(8ℓ²))``; the density of ℓ is the Beta density of ρ(ℓ) times
-    ``dρ/dℓ = ρ · span²/(4ℓ³)``.
-    """
-
-    support = (0.0, math.inf)
-
-    def __init__(self, span: float, a: float = 1.0, b: float = 0.1):
-        self.span, self.a, self.b = float(span), float(a), float(b)
-
-    def _rho(self, ell):
-        return np.exp(-(self.span**2) / (8.0 * np.asarray(ell, dtype=float) ** 2))
-
-    def _ell(self, rho):
-        rho = np.clip(np.asarray(rho, dtype=float), 1e-300, 1.0 - 1e-16)
-        return self.span / np.sqrt(-8.0 * np.log(rho))
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        pos = x > 0
-        xs = torch.where(pos, x, torch.ones_like(x))
-        t = self.span**2 / (8.0 * xs**2)  # -log ρ
-        log_norm = math.lgamma(self.a + self.b) - math.lgamma(self.a) - math.lgamma(self.b)
-        lp = (
-            log_norm
-            - (self.a - 1.0) * t
-            + (self.b - 1.0) * torch.log(-torch.expm1(-t))
-            - t
-            + torch.log(2.0 * t / xs)
-        )
-        return torch.where(pos, lp, torch.full_like(lp, -math.inf))
-
-    def scipy(self):
-        return _Monotone(stats.beta(self.a, self.b), self._ell, self._rho, increasing=True)
-
-
-class GammaPrecisionScale(Prior):
-    """An sd ``σ = c / √λ`` whose precision λ has SEPIA's ``Gamma(shape, rate)`` prior.
-
-    SEPIA samples precisions (``lamVz`` of δ, ``lamOs`` of the noise) of data standardized
-    by a scalar sd ``c`` (``SepiaData.standardize_y``); calib samples sds in native units.
-    The density of σ is the Gamma density of ``λ = c²/σ²`` times ``|dλ/dσ| = 2c²/σ³``.
-    """
-
-    support = (0.0, math.inf)
-
-    def __init__(self, c: float, shape: float = 1.0, rate: float = 1e-3):
-        self.c, self.shape, self.rate = float(c), float(shape), float(rate)
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        pos = x > 0
-        xs = torch.where(pos, x, torch.ones_like(x))
-        lam = self.c**2 / xs**2
-        lp = (
-            self.shape * math.log(self.rate)
-            - math.lgamma(self.shape)
-            + (self.shape - 1.0) * torch.log(lam)
-            - self.rate * lam
-            + math.log(2.0 * self.c**2)
-            - 3.0 * torch.log(xs)
-        )
-        return torch.where(pos, lp, torch.full_like(lp, -math.inf))
-
-    def scipy(self):
-        lam = stats.gamma(a=self.shape, scale=1.0 / self.rate)
-        return _Monotone(
-            lam,
-            lambda v: self.c / np.sqrt(np.maximum(np.asarray(v, dtype=float), 1e-300)),
-            lambda s: self.c**2 / np.asarray(s, dtype=float) ** 2,
-            increasing=False,
-        )
-
-
-class _Monotone:
-    """The frozen-distribution methods calib uses (rvs, ppf, cdf) of ``f(V)``, V a frozen
-    scipy distribution and f monotone with inverse ``f_inv``."""
-
-    def __init__(self, base, f, f_inv, increasing: bool):
-        self.base, self.f, self.f_inv, self.increasing = base, f, f_inv, increasing
-
-    def rvs(self, size=None, random_state=None):
-        return self.f(self.base.rvs(size=size, random_state=random_state))
-
-    def ppf(self, q):
-        q = np.asarray(q, dtype=float)
-        return self.f(self.base.ppf(q if self.increasing else 1.0 - q))
-
-    def cdf(self, x):
-        x = np.asarray(x, dtype=float)
-        with np.errstate(divide="ignore", over="ignore"):
-            v = self.base.cdf(self.f_inv(np.where(x > 0, x, np.nan)))
-        v = np.where(x > 0, v if self.increasing else 1.0 - v, 0.0)
-        return v if v.ndim else float(v)
 
 
 def _restarts(n_restarts: int | None) -> dict:
@@ -226,26 +121,25 @@ def sepia_discrepancy(
     y_sd: float,
     amp: float,
     ell_h: float,
-    fix_sd: float = 0.02,
 ) -> Discrepancy:
     """SEPIA's discrepancy priors as a calib :class:`~calib.Discrepancy` (rbf, shared).
 
-    - length-scale of each control input: ``BetaRhoLengthscale(span)``, ``span`` that
+    - length-scale of each control input: ``BetaRho(1, 0.1, span)``, ``span`` that
       input's range over the runs (SEPIA scales x to [0, 1] by it), SEPIA's
       ``betaV ~ Beta(1, 0.1)`` on ρ;
-    - length-scale of height (feature ``s``): SEPIA fixes its kernel basis; calib cannot
-      fix a δ length-scale yet, so ``LogNormal(log ell_h, fix_sd)`` holds it within ~2 %;
+    - length-scale of height (feature ``s``): SEPIA fixes its kernel basis, so calib fixes
+      it too, at ``ell_h`` (``Discrepancy(lengthscale={"s": ell_h})``);
     - σ_δ: SEPIA's ``lamVz ~ Gamma(1, 1e-3)`` on the precision of the standardized δ
-      weights, ``σ_δ = y_sd · √amp / √lamVz``.
+      weights, ``σ_δ = y_sd · √amp / √lamVz`` (``GammaPrecision(1, 1e-3, unit=y_sd·√amp)``).
     """
     spans = np.ptp(np.asarray(x_design, dtype=float), axis=0)
-    ls = {name: BetaRhoLengthscale(float(s)) for name, s in zip(x_names, spans)}
-    ls["s"] = LogNormal(math.log(ell_h), fix_sd)
+    ls = {name: BetaRho(1.0, 0.1, float(s)) for name, s in zip(x_names, spans)}
     return Discrepancy(
         "shared",
         kernel="rbf",
-        scale_prior=GammaPrecisionScale(y_sd * math.sqrt(amp), 1.0, 1e-3),
+        scale_prior=GammaPrecision(1.0, 1e-3, unit=y_sd * math.sqrt(amp)),
         lengthscale_prior=ls,
+        lengthscale={"s": ell_h},
     )
 
 
@@ -358,14 +252,14 @@ def ball_drop_1(
         [campaign],
         discrepancy=disc,
         noise="shared",
-        noise_prior=GammaPrecisionScale(y_sd, 1.0, 1e-3),
+        noise_prior=GammaPrecision(1.0, 1e-3, unit=y_sd),
         input_names=("R",),
         output_coords=coords,
     )
     cal.notes = [
         f"field heights 5, 10, 20 m are not simulator heights: {how}",
         f"SEPIA's kernel-basis δ over height as an rbf, amplitude {amp:.3f}, length-scale "
-        f"{ell_h:.3f} m held by LogNormal(., 0.02); largest difference at the field heights "
+        f"{ell_h:.3f} m, fixed; largest difference at the field heights "
         f"{rbf_err:.2%} of the amplitude",
         "emulator hyperparameters fitted (type-II ML) and plugged in; SEPIA samples them",
     ]
@@ -481,13 +375,13 @@ def ball_drop_2(
         [Campaign("field", x=x, y=y)],
         discrepancy=sepia_discrepancy(design[:, :2], ("R", "rho_ball"), y_sd, amp, ell_h),
         noise="shared",
-        noise_prior=GammaPrecisionScale(y_sd, 1.0, 1e-3),
+        noise_prior=GammaPrecision(1.0, 1e-3, unit=y_sd),
         input_names=("R", "rho_ball"),
         output_coords=coords,
     )
     cal.notes = [
         f"SEPIA's kernel-basis δ over height as an rbf, amplitude {amp:.3f}, length-scale "
-        f"{ell_h:.3f} m held by LogNormal(., 0.02); largest difference at the field heights "
+        f"{ell_h:.3f} m, fixed; largest difference at the field heights "
         f"{rbf_err:.2%} of the amplitude",
         "emulator hyperparameters fitted (type-II ML) and plugged in; SEPIA samples them",
     ]

@@ -12,16 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from ._beta import Beta
 from ._validation import check_number
 from .discrepancy import DISCREPANCY_MODES, KERNELS, PROCESSES, SCALES, Discrepancy
 from .parameters import POOLING_MODES, Parameter
-from .priors import Gamma, HalfCauchy, HalfNormal, LogNormal, Normal, Prior, Uniform
+from .priors import _FAMILIES, Prior
 
-#: The prior families a configuration may name, by their ``type``.
-PRIOR_FAMILIES = {
-    c.__name__: c for c in (Normal, LogNormal, HalfNormal, HalfCauchy, Uniform, Gamma, Beta)
-}
+#: The prior families a configuration may name, by their ``type``: the registry of
+#: calib.priors itself, so that an archive and a study file accept the same families.
+PRIOR_FAMILIES = _FAMILIES
 _PARAMETER_KEYS = ("name", "lower", "upper", "prior", "pooling", "centered", "value", "spike")
 _DISCREPANCY_KEYS = tuple(
     "mode kernel scale_prior lengthscale_prior lengthscale zero_at zero_slope_at process "

@@ -46,6 +46,7 @@ class _Settings:
     warmup: int
     max_leapfrog: int
     target_accept: float
+    trajectory_criterion: str
     target_ess: float
     target_rhat: float
     time_budget: float | None
@@ -124,7 +125,11 @@ def _sampler(
         if move_state is not None:  # a resumed chain continues with its own move
             interweave = move_state.get("kind") == "interweaved-hmc"
         flip = pooling_flip(model) if interweave else None
-        options = {"max_leapfrog": run.max_leapfrog, "target_accept": run.target_accept}
+        options = {
+            "max_leapfrog": run.max_leapfrog,
+            "target_accept": run.target_accept,
+            "criterion": run.trajectory_criterion,
+        }
         if flip is None:
             move = ChEESMove(
                 counted(batched_value_and_grad(model)), model.n_dim, run.warmup, **options

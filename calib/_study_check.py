@@ -34,6 +34,7 @@ SAMPLER_KEYS: dict[str, type] = {
     "checkpoint_every": int,
     "threads": int,
     "target_accept": float,
+    "trajectory_criterion": str,
     "target_ess": float,
     "target_rhat": float,
     "time_budget": float,

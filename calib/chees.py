@@ -31,7 +31,10 @@ scheme for setting trajectory lengths in Hamiltonian Monte Carlo", AISTATS, Algo
   per-walker gradient estimate (eq. 7, times T for the log scale) is
   ``ĝ_i = u·T · (‖x'_i − x̄'‖² − ‖x_i − x̄‖²) · (x'_i − x̄')·p'_i``, averaged over walkers
   with the acceptance probabilities as weights (x̄' the acceptance-weighted mean of the
-  proposals, x̄ the mean of the current states). The step is Adam with β₁ = 0,
+  proposals, x̄ the mean of the current states). By default the criterion is divided by
+  the trajectory length ``uT`` (TensorFlow Probability's "ChEES rate"), so T maximizes it
+  per gradient evaluation (:func:`log_t_gradient`; 1.5–2× fewer gradients for the same
+  ESS of θ on the peers' problems, docs/benchmarks.md). The step is Adam with β₁ = 0,
   β₂ = 0.95 and learning rate 0.05, clipped to ±0.35 in log T, and the frozen value is a
   moving average of log T with weights ``k^(-1/2)`` (as the paper's reference implementation).
 * **Mass matrix**: dense, ``M⁻¹ = Σ = L Lᵀ``, with ``Σ`` the cross-walker covariance of the
@@ -75,7 +78,11 @@ _TARGET_ACCEPT = 0.8
 _DA_GAMMA, _DA_T0, _DA_KAPPA = 0.05, 10.0, 0.75
 # ChEES's Adam on log T (Hoffman et al. 2021, §4), with the update clipped
 _LR, _BETA2, _CLIP = 0.05, 0.95, 0.35
-_DIVERGENCE = 1000.0  # an energy error larger than this marks a divergent trajectory
+_DIVERGENCE = 1000.0
+CRITERIA = (
+    "chees_rate",
+    "chees",
+)  # of the trajectory length; the first is the default  # an energy error larger than this marks a divergent trajectory
 
 
 def batched_value_and_grad(
@@ -125,6 +132,9 @@ class ChEESMove(emcee.moves.Move):
     target_accept : float
         Mean acceptance probability the step size is adapted to (0.8). Raise it (0.9–0.99)
         when divergences are reported: a smaller step follows a funnel further.
+    criterion : {"chees_rate", "chees"}
+        T maximizes ChEES per gradient evaluation (default) or per draw (longer
+        trajectories; can help a heavy-tailed hyperparameter mix).
     state : dict, optional
         A :meth:`state_dict` to continue from (resume).
     on_step : callable, optional
@@ -147,6 +157,7 @@ class ChEESMove(emcee.moves.Move):
         n_warmup: int = 200,
         max_leapfrog: int = 100,
         target_accept: float = _TARGET_ACCEPT,
+        criterion: str = CRITERIA[0],
         state: dict[str, Any] | None = None,
         on_step: Callable[[int], None] | None = None,
         flip: PoolingFlip | None = None,
@@ -163,6 +174,9 @@ class ChEESMove(emcee.moves.Move):
         if not 0.0 < target_accept < 1.0:
             raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
         self.target_accept = float(target_accept)
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        self.criterion = criterion
         self.iteration = 0  # calls of propose so far
         self.chol: np.ndarray | None = None  # L of the metric Σ = L Lᵀ
         self.step_size = math.nan  # ε (set at the first call)
@@ -189,6 +203,7 @@ class ChEESMove(emcee.moves.Move):
         "n_warmup",
         "max_leapfrog",
         "target_accept",
+        "criterion",
         "iteration",
         "chol",
         "step_size",
@@ -223,6 +238,8 @@ class ChEESMove(emcee.moves.Move):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "chees-hmc":
             raise ValueError(f"not a ChEES-HMC move state: kind={state.get('kind')!r}")
+        # a state saved before the criterion was a setting adapted with plain ChEES
+        state = {"criterion": "chees", **state}
         for k in self._FIELDS:
             v = state[k.lstrip("_")]
             if k in self._MATRICES and v is not None:
@@ -341,14 +358,7 @@ class ChEESMove(emcee.moves.Move):
         # ---- trajectory length: ChEES gradient ascent on log T (Hoffman et al. 2021, eq. 7)
         wts = np.where(divergent, 0.0, alpha)
         if wts.sum() > 0:
-            m1 = (wts[:, None] * xt1).sum(axis=0) / wts.sum()
-            c1 = xt1 - m1
-            c0 = xt0 - xt0.mean(axis=0)
-            gi = (
-                u * self.trajectory * (np.sum(c1 * c1, 1) - np.sum(c0 * c0, 1)) * np.sum(c1 * p1, 1)
-            )
-            gi = np.where(divergent, 0.0, gi)
-            grad = float((wts * gi).sum() / wts.sum())
+            grad = log_t_gradient(xt0, xt1, p1, wts, u * self.trajectory, self.criterion)
         else:
             grad = -1.0  # every walker diverged: shorten
         log_T = math.log(self.trajectory)
@@ -415,3 +425,28 @@ def _chol(cov: np.ndarray, n: int) -> np.ndarray:
     except np.linalg.LinAlgError:
         L = np.diag(np.sqrt(np.maximum(np.diag(reg), 1e-12)))
     return L
+
+
+def log_t_gradient(
+    xt0: np.ndarray, xt1: np.ndarray, p1: np.ndarray, wts: np.ndarray, t: float, criterion: str
+) -> float:
+    """The acceptance-weighted estimate of the criterion's derivative in ``log T``.
+
+    ``xt0``, ``xt1`` (W, d) the walkers before and after a trajectory of length ``t = uT``
+    (preconditioned coordinates), ``p1`` the momenta at its end, ``wts`` the weights
+    (acceptance probabilities, 0 for a divergence). ChEES (Hoffman et al. 2021, eq. 7,
+    times ``t`` for the log scale): ``ĝ_i = t·(‖c1_i‖² − ‖c0_i‖²)·c1_i·p1_i``; the rate
+    ``C/t``: ``(ĝ_i − C_i)/t`` with ``C_i = ¼(‖c1_i‖² − ‖c0_i‖²)²``. ``c1`` is centred on
+    the weighted mean of ``xt1``, ``c0`` on the mean of ``xt0``.
+    """
+    m1 = (wts[:, None] * xt1).sum(axis=0) / wts.sum()
+    c1 = xt1 - m1
+    c0 = xt0 - xt0.mean(axis=0)
+    change = np.sum(c1 * c1, 1) - np.sum(c0 * c0, 1)
+    gi = t * change * np.sum(c1 * p1, 1)
+    if criterion == "chees_rate":
+        # per unit of trajectory length, so per gradient evaluation:
+        # d/dlog t [C/t] = (dC/dlog t − C)/t
+        gi = (gi - 0.25 * change**2) / t
+    gi = np.where(wts > 0, gi, 0.0)
+    return float((wts * gi).sum() / wts.sum())

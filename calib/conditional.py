@@ -8,7 +8,9 @@ With campaigns observed at their own output coordinates (``Campaign(coords=)``,
 prediction exactly as they enter the likelihood. Predictions are at the model's ``m``
 outputs by default; ``outputs=`` asks for any of the ``M`` (a campaign's own columns are
 ``model.field.columns[ℓ]``), reality there being the interpolated forward model plus δ at
-that coordinate, as in the likelihood.
+that coordinate, as in the likelihood; ``coords=`` at any coordinates inside the range of
+the model's, through further virtual outputs interpolated the same way
+(:mod:`calib._predict_coords`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 from ._gaussian import _cholesky_retry
+from ._predict_coords import prediction_outputs
 from ._threads import torch_threads
 from .kernels import kernel_from_sq, sq_dists
 
@@ -39,6 +42,7 @@ def predictive(
     theta_new: torch.Tensor | None = None,
     disc_scale_new: torch.Tensor | None = None,
     outputs: np.ndarray | None = None,
+    coords: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exact Gaussian conditional of δ or of reality ζ = η + δ at new points, per draw.
 
@@ -63,6 +67,13 @@ def predictive(
     outputs : (k,) int in ``0 … M−1``, optional
         The outputs to predict: the model's ``0 … m−1`` or the virtual ones of campaigns'
         own coordinates (``model.field``); default the ``m`` outputs of the model.
+    coords : (k,) or (k, r), or "campaign", optional
+        Instead of ``outputs``: the output coordinates to predict at, any inside the range
+        of the model's, or the campaign's own (:func:`calib._predict_coords.check_coords`;
+        ``"campaign"`` is ``outputs=model.field.columns[ℓ]``). One of the model's
+        coordinates is that output; one between them is the forward model interpolated
+        there as the likelihood interpolates (:class:`calib._field_coords.FieldOutputs`),
+        with δ at that coordinate.
 
     Returns
     -------
@@ -71,7 +82,21 @@ def predictive(
     failed : (S,) draws whose forward model or factorization failed
 
     All three on the device of ``U``; the arithmetic runs on the model's.
+
+    Raises
+    ------
+    ValueError
+        ``outputs`` out of range, both ``outputs`` and ``coords``, or ``coords`` refused by
+        :func:`calib._predict_coords.check_coords`.
     """
+    field, M = model.field, model.M
+    if coords is not None:
+        if outputs is not None:
+            raise ValueError("give outputs= or coords=, not both")
+        # the model's outputs, extended by virtual ones at coordinates that are not among
+        # them: its first M are the model's, so the observed entries index them unchanged
+        field, outputs = prediction_outputs(model, coords, campaign)
+        M = model.M if field is None else field.M
     dev = U.device
     U = U.to(model.device)
     if theta_new is not None:
@@ -87,8 +112,8 @@ def predictive(
     else:
         out = np.asarray(outputs, dtype=np.int64).reshape(-1)
         k = out.size
-        if k == 0 or out.min() < 0 or out.max() >= model.M:
-            raise ValueError(f"outputs: expected indices in [0, {model.M}), got {out.tolist()}")
+        if k == 0 or out.min() < 0 or out.max() >= M:
+            raise ValueError(f"outputs: expected indices in [0, {M}), got {out.tolist()}")
     th = theta[:, campaign, :] if campaign is not None else theta_new
     n_rows = model.X_rows.shape[0]
     Theta = torch.cat(
@@ -96,9 +121,16 @@ def predictive(
     )
     # with the virtual outputs of campaigns' own coordinates: mean (S, ·, M), the residuals
     # index it by M (calib/_field_coords.py)
-    mean_all, cov_all, failed = model.forward_rows(np.concatenate([model.X_rows, X_new]), Theta)
-    emu_obs = None if cov_all is None else cov_all[..., :n_rows, :n_rows]
-    r = model._residuals(mean_all[:, :n_rows], model._t_res_full)
+    X_all = np.concatenate([model.X_rows, X_new])
+    if M == model.M:
+        mean_all, cov_all, failed = model.forward_rows(X_all, Theta)
+        mean_obs = mean_all[:, :n_rows]
+        emu_obs = None if cov_all is None else cov_all[..., :n_rows, :n_rows]
+    else:  # extended by coords=: the observed entries are among the first M outputs
+        mean_all, cov_all, failed = field.forward(model.forward, X_all, Theta)
+        mean_obs = mean_all[:, :n_rows, : model.M]
+        emu_obs = None if cov_all is None else cov_all[:, : model.M, :n_rows, :n_rows]
+    r = model._residuals(mean_obs, model._t_res_full)
     C = model._covariance(U, parts.get("noise_sd"), emu_obs, model._t_emu_idx_full)
     Lc, bad, _ = _cholesky_retry(C)
     failed = failed if bad is None else failed | bad
@@ -124,8 +156,8 @@ def predictive(
     if model.discrepancy.active:
         feats = [X_new[ii]]
         if model.output_coords is not None:  # every output's coordinate, virtual ones too
-            coords = model.output_coords if model.field is None else model.field.coords
-            feats.append(coords[jj])
+            at = model.output_coords if field is None else field.coords
+            feats.append(at[jj])
         z_new = np.concatenate(feats, axis=1)
         kind, ls = model.discrepancy.kernel, parts["disc_ls"]
         sc = _scale(parts, campaign, disc_scale_new)

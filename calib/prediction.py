@@ -4,6 +4,8 @@ For each posterior draw the exact Gaussian conditional of δ or of reality at th
 (:func:`calib.conditional.predictive`, docs/model.md eq. 9) gives a mean and covariance; a
 draw from it (plus measurement noise when asked) is one predictive draw. The summary mean is
 the average of the conditional means (Rao–Blackwellized), the sd the law of total variance.
+Functional outputs are predicted at the model's output coordinates, or with ``coords=`` at
+any inside their range (:mod:`calib._predict_coords`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._predict_coords import check_coords, output_labels, prediction_outputs
 from ._threads import torch_threads
+from .conditional import predictive
 
 __all__ = ["PosteriorPrediction", "Predictions"]
 
@@ -24,7 +28,7 @@ _CPU = torch.device("cpu")
 
 @dataclass
 class PosteriorPrediction:
-    """Posterior predictive at ``n`` points for ``m`` outputs.
+    """Posterior predictive at ``n`` points for ``m`` outputs (``k`` with ``coords=``).
 
     Attributes
     ----------
@@ -38,6 +42,12 @@ class PosteriorPrediction:
         One draw per posterior sample.
     level : float
         Central probability of ``[lower, upper]``.
+    output_names : tuple of str
+        A name per output: the model's output name, or ``"s=<coordinate>"`` for one
+        predicted between the model's output coordinates (``coords=``).
+    coords : (m, r) or None
+        The output coordinate of each output (column), or None when the model's outputs
+        have none.
     """
 
     mean: np.ndarray
@@ -47,6 +57,7 @@ class PosteriorPrediction:
     draws: np.ndarray
     level: float = 0.9
     output_names: tuple[str, ...] = field(default_factory=tuple)
+    coords: np.ndarray | None = None
 
     def __repr__(self) -> str:
         n, m = self.mean.shape
@@ -95,10 +106,15 @@ class Predictions:
             raise ValueError(f"campaign must be one of {names}, got {campaign!r}")
         return names.index(campaign)
 
-    def _predict(self, X, campaign, what, noise, noise_sd, n_draws, seed, level, new=False):
+    def _predict(
+        self, X, campaign, what, noise, noise_sd, n_draws, seed, level, new=False, coords=None
+    ):
         X = self._x(X)
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level!r}")
+        # checked before any work; None: the model's m outputs
+        at = check_coords(self.model, coords, None if new else campaign)
+        names, out_coords = self._outputs(at)
         rng = np.random.default_rng(seed)
         Us = self._subsample(n_draws)
         S = Us.shape[0]
@@ -109,13 +125,15 @@ class Predictions:
         chunk = 256
         for a in range(0, S, chunk):
             with torch.no_grad(), torch_threads(1):
-                mean, cov, failed = self.model.predictive(
+                mean, cov, failed = predictive(
+                    self.model,
                     U[a : a + chunk],
                     X,
                     None if new else campaign,
                     what,
                     None if theta_new is None else theta_new[a : a + chunk],
                     None if scale_new is None else scale_new[a : a + chunk],
+                    coords=at,
                 )
             mean_np = mean.numpy()
             cov_np = cov.numpy()
@@ -124,7 +142,9 @@ class Predictions:
             )
             var = np.clip(np.diagonal(cov_np, axis1=1, axis2=2), 0.0, None).reshape(mean_np.shape)
             if noise:
-                sd = self._noise_sd(U[a : a + chunk], campaign, new, noise_sd, rng, X.shape[0])
+                sd = self._noise_sd(
+                    U[a : a + chunk], campaign, new, noise_sd, rng, (X.shape[0], len(names))
+                )
                 d = d + sd * rng.standard_normal(d.shape)
                 var = var + sd**2
             bad = failed.numpy()
@@ -146,8 +166,20 @@ class Predictions:
             upper=hi,
             draws=draws,
             level=level,
-            output_names=tuple(self.calibrator.output_names),
+            output_names=names,
+            coords=out_coords,
         )
+
+    def _outputs(self, at: np.ndarray | None) -> tuple[tuple[str, ...], np.ndarray | None]:
+        """The names and the coordinates ``(k, r)`` (None without) of the predicted outputs:
+        the model's ``m``, or those at coordinates ``at``."""
+        model, names = self.model, tuple(self.calibrator.output_names)
+        if at is None:
+            oc = model.output_coords
+            return names, None if oc is None else np.array(oc, dtype=float)
+        field, out = prediction_outputs(model, at)
+        coords = model.output_coords if field is None else field.coords
+        return output_labels(names, model, field, out), np.array(coords[out], dtype=float)
 
     def _theta_new(self, U: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """θ of a new, unseen campaign for every draw: from the population for partially
@@ -185,17 +217,15 @@ class Predictions:
         draws = block.new_campaign_scale(parts, rng, U.shape[0])
         return torch.as_tensor(draws, dtype=DTYPE, device=U.device)
 
-    def _noise_sd(self, U, campaign, new, noise_sd, rng, n_points) -> np.ndarray:
-        """Noise sd per draw, broadcastable to (S, n, m)."""
+    def _noise_sd(self, U, campaign, new, noise_sd, rng, shape) -> np.ndarray:
+        """Noise sd per draw, broadcastable to (S, n, k); ``shape`` is ``(n, k)``."""
         model = self.model
         S = U.shape[0]
         if noise_sd is not None:
             s = np.asarray(noise_sd, dtype=float)
             if not (np.isfinite(s).all() and (s > 0).all()):
                 raise ValueError(f"noise_sd must be finite and > 0, got {noise_sd!r}")
-            return np.broadcast_to(
-                s, (S,) + np.broadcast_shapes(s.shape, (n_points, model.m))
-            ).copy()
+            return np.broadcast_to(s, (S,) + np.broadcast_shapes(s.shape, shape)).copy()
         if model.noise_block.known:
             if new:
                 model.noise_block.new_campaign_sd({}, rng, S)  # raises: no σ to draw
@@ -222,6 +252,7 @@ class Predictions:
         n_draws: int | None = 1000,
         seed: int | None = 0,
         level: float = 0.9,
+        coords: Any = None,
     ) -> PosteriorPrediction:
         """Predict reality ``ζ_ℓ(x) = η(x, θ_ℓ) + δ_ℓ(x)`` of a campaign at ``X (n, p)``.
 
@@ -240,9 +271,33 @@ class Predictions:
             For the δ and noise draws.
         level : float
             Central probability of the interval.
+        coords : array (k,) or (k, r), or "campaign", optional
+            Functional outputs: the output coordinates to predict at instead of the model's,
+            any inside their range; ``"campaign"`` for the campaign's own (its
+            ``Campaign(coords=)``). At one of the model's coordinates the prediction is that
+            output; between two, the forward model interpolated linearly as the likelihood
+            interpolates it (a basis emulator its basis), plus δ at that coordinate.
+
+        Returns
+        -------
+        PosteriorPrediction
+            ``(n, m)`` arrays, ``(n, k)`` with ``coords``; ``output_names`` and ``coords``
+            say which output each column is.
+
+        Raises
+        ------
+        ValueError
+            ``campaign`` unknown or missing, ``X`` of another shape, or ``coords`` refused:
+            the model's outputs have no coordinates, another shape, or outside the range of
+            the model's output coordinates (calib does not extrapolate).
+
+        Examples
+        --------
+        >>> pred = post.predict(X, campaign="A", coords=[5.0, 12.5, 20.0])  # doctest: +SKIP
+        >>> pred.output_names, pred.coords[:, 0]  # doctest: +SKIP
         """
         c = self._campaign_index(campaign)
-        return self._predict(X, c, "reality", noise, noise_sd, n_draws, seed, level)
+        return self._predict(X, c, "reality", noise, noise_sd, n_draws, seed, level, coords=coords)
 
     def predict_new_campaign(
         self,
@@ -252,12 +307,18 @@ class Predictions:
         n_draws: int | None = 1000,
         seed: int | None = 0,
         level: float = 0.9,
+        coords: Any = None,
     ) -> PosteriorPrediction:
         """Predict reality in a new, unseen campaign: θ drawn from the population (partial
         pooling), the common θ (complete), or the prior (none); a shared δ is the fitted one,
         an independent δ a fresh draw from its GP prior (with pooled scales, its σ_δ drawn
-        from the population, ``log σ_δ,new ~ N(m, s²)``)."""
-        return self._predict(X, None, "reality", noise, noise_sd, n_draws, seed, level, new=True)
+        from the population, ``log σ_δ,new ~ N(m, s²)``).
+
+        Parameters are those of :meth:`predict` (``coords`` without ``"campaign"``: a new
+        campaign has no coordinates of its own)."""
+        return self._predict(
+            X, None, "reality", noise, noise_sd, n_draws, seed, level, new=True, coords=coords
+        )
 
     def discrepancy(
         self,
@@ -266,11 +327,13 @@ class Predictions:
         n_draws: int | None = 1000,
         seed: int | None = 0,
         level: float = 0.9,
+        coords: Any = None,
     ) -> PosteriorPrediction:
-        """δ_ℓ at ``X (n, p)`` (and every output), drawn from its exact Gaussian conditional
-        given the data for every posterior draw."""
+        """δ_ℓ at ``X (n, p)`` (and every output, or the output coordinates ``coords`` as in
+        :meth:`predict`), drawn from its exact Gaussian conditional given the data for every
+        posterior draw."""
         c = self._campaign_index(campaign)
-        return self._predict(X, c, "discrepancy", False, None, n_draws, seed, level)
+        return self._predict(X, c, "discrepancy", False, None, n_draws, seed, level, coords=coords)
 
 
 def _mvn_draws(mean: np.ndarray, cov: np.ndarray, rng: np.random.Generator) -> np.ndarray:

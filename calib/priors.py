@@ -11,7 +11,8 @@ Every prior has:
 
 Parameterizations (DESIGN.md §5): ``Normal(mean, sd)``, ``LogNormal(mu, sigma)`` (of the
 log), ``HalfNormal(scale)``, ``HalfCauchy(scale)``, ``Uniform(lower, upper)``,
-``Gamma(shape, rate)``.
+``Gamma(shape, rate)``, ``Beta(a, b)``; as GPMSA and SEPIA state them (on a δ
+length-scale and an sd): ``BetaRho(a, b, span)``, ``GammaPrecision(shape, rate, unit)``.
 
 :func:`stack` evaluates several priors of one class on the columns of a tensor in one
 vectorized pass (the log-posterior's hot path): the same formulas with the parameters as
@@ -40,6 +41,8 @@ __all__ = [
     "Uniform",
     "Gamma",
     "Beta",
+    "BetaRho",
+    "GammaPrecision",
     "StackedLogProb",
     "stack",
     "LKJ",
@@ -138,14 +141,11 @@ class Prior:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Prior:
         """Inverse of :meth:`to_dict`; only the classes of this module are accepted."""
-        kinds = {
-            c.__name__: c for c in (Normal, LogNormal, HalfNormal, HalfCauchy, Uniform, Gamma, Beta)
-        }
         d = dict(d)
         kind = d.pop("type", None)
-        if kind not in kinds:
-            raise ValueError(f"prior type must be one of {sorted(kinds)}, got {kind!r}")
-        return kinds[kind](**d)
+        if kind not in _FAMILIES:
+            raise ValueError(f"prior type must be one of {sorted(_FAMILIES)}, got {kind!r}")
+        return _FAMILIES[kind](**d)
 
 
 class Normal(Prior):
@@ -418,10 +418,26 @@ def check_prior(value: Any, name: str) -> Prior | None:
     if value is None or isinstance(value, Prior):
         return value
     raise TypeError(
-        f"{name} must be a calib.priors prior (Normal, LogNormal, HalfNormal, HalfCauchy, "
-        f"Uniform, Gamma, Beta) or None, got {value!r}"
+        f"{name} must be a calib.priors prior ({', '.join(_FAMILIES)}) or None, got {value!r}"
     )
 
 
-# a Prior like the others, defined in its own module for this one's length
+# Priors like the others, defined in their own modules for this one's length
 from ._beta import Beta  # noqa: E402
+from ._gpmsa_priors import BetaRho, GammaPrecision  # noqa: E402
+
+#: The registry: the prior classes a dict (an archive) or a study file may name by ``type``.
+_FAMILIES: dict[str, type[Prior]] = {
+    c.__name__: c
+    for c in (
+        Normal,
+        LogNormal,
+        HalfNormal,
+        HalfCauchy,
+        Uniform,
+        Gamma,
+        Beta,
+        BetaRho,
+        GammaPrecision,
+    )
+}

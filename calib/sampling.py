@@ -43,6 +43,7 @@ from ._threads import torch_threads
 from ._validation import check_int, check_number, check_seed
 from .archive.chain import ChainBackend
 from .checkpoint import Checkpoint as Checkpoint
+from .chees import CRITERIA
 from .posterior import ConvergenceWarning as ConvergenceWarning
 
 __all__ = [
@@ -92,6 +93,7 @@ def run_sampler(
     warmup: int | None = None,
     max_leapfrog: int = 100,
     target_accept: float = 0.8,
+    trajectory_criterion: str = "chees_rate",
     target_ess: float = 400.0,
     target_rhat: float = 1.01,
     time_budget: float | None = None,
@@ -153,6 +155,10 @@ def run_sampler(
     target_accept : float
         Mean acceptance probability the gradient move's step size is adapted to; raise it
         (0.9–0.99) when divergences are reported.
+    trajectory_criterion : {"chees_rate", "chees"}
+        What the gradient move's trajectory length is adapted to maximize: the ChEES
+        criterion per gradient evaluation (default) or per draw (``"chees"``: longer
+        trajectories, which can help a heavy-tailed hyperparameter mix; docs/model.md, "Sampling").
     target_ess, target_rhat : float
         The convergence targets of the stopping rule and the verdict.
     time_budget : float, optional
@@ -206,6 +212,10 @@ def run_sampler(
         raise ValueError(f"warmup must be smaller than n_steps = {n_steps}, got {warmup}")
     check_int(max_leapfrog, "max_leapfrog", 1)
     check_number(target_accept, "target_accept", 0, 1)
+    if trajectory_criterion not in CRITERIA:
+        raise ValueError(
+            f"trajectory_criterion must be one of {CRITERIA}, got {trajectory_criterion!r}"
+        )
     if check_every is None:
         check_every = 50 if hmc else 500
     check_int(check_every, "check_every", 1)
@@ -242,6 +252,7 @@ def run_sampler(
         warmup=int(warmup),
         max_leapfrog=int(max_leapfrog),
         target_accept=float(target_accept),
+        trajectory_criterion=trajectory_criterion,
         target_ess=float(target_ess),
         target_rhat=float(target_rhat),
         time_budget=time_budget,

@@ -339,3 +339,52 @@ def test_a_failing_simulator_is_named_in_the_error(fn, match):
     )
     with pytest.raises(RuntimeError, match=match):
         cal.sample(n_walkers=8, n_steps=10, seed=0)
+
+
+@pytest.mark.parametrize("criterion", ["chees", "chees_rate"])
+def test_log_t_gradient_is_the_derivative_of_the_criterion(criterion):
+    """On a standard normal the Hamiltonian flow is exact, x(t) = x cos t + p sin t, with
+    velocity p(t) = −x sin t + p cos t; the estimate at t must be d/dlog t of the weighted
+    criterion ¼Σw(‖x(t) − m₁‖² − ‖x − m₀‖²)²/Σw (divided by t for the rate), with the
+    centring means held at their values, as the estimator treats them (central differences)."""
+    from calib.chees import log_t_gradient
+
+    rng = np.random.default_rng(3)
+    x0, p0 = rng.standard_normal((16, 4)), rng.standard_normal((16, 4))
+    w = rng.uniform(0.2, 1.0, 16)
+    t = 0.7
+
+    def flow(s):
+        return x0 * np.cos(s) + p0 * np.sin(s), -x0 * np.sin(s) + p0 * np.cos(s)
+
+    x1, p1 = flow(t)
+    m1 = (w[:, None] * x1).sum(0) / w.sum()
+    m0 = x0.mean(0)
+
+    def crit(log_s):
+        s = np.exp(log_s)
+        xs = flow(s)[0]
+        c = 0.25 * (np.sum((xs - m1) ** 2, 1) - np.sum((x0 - m0) ** 2, 1)) ** 2
+        c = (w * c).sum() / w.sum()
+        return c / s if criterion == "chees_rate" else c
+
+    h = 1e-6
+    fd = (crit(np.log(t) + h) - crit(np.log(t) - h)) / (2 * h)
+    got = log_t_gradient(x0, x1, p1, w, t, criterion)
+    assert got == pytest.approx(fd, rel=1e-6, abs=1e-9)
+
+
+def test_trajectory_criterion_is_checked_and_kept_in_the_state():
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        ChEESMove(_value_and_grad, 10, criterion="esjd")
+    move = ChEESMove(_value_and_grad, 10, criterion="chees")
+    state = move.state_dict()
+    assert state["criterion"] == "chees"
+    assert ChEESMove(_value_and_grad, 10, state=state).criterion == "chees"
+    # a state saved before the criterion was a setting was adapted with plain ChEES
+    old = {k: v for k, v in ChEESMove(_value_and_grad, 10).state_dict().items() if k != "criterion"}
+    assert ChEESMove(_value_and_grad, 10, state=old).criterion == "chees"
+    assert ChEESMove(_value_and_grad, 10).criterion == "chees_rate"  # the default
+    cal = _conjugate()
+    with pytest.raises(ValueError, match="trajectory_criterion must be one of"):
+        cal.sample(n_steps=10, trajectory_criterion="long", progress=False)
