@@ -160,12 +160,16 @@ def per_walker_cost(cal, post, walkers=(16, 64), repeats: int = 5, number: int =
     return out
 
 
-def measure(name: str, cal, seed: int, n_steps: int | None, stop: bool = True) -> dict:
+def measure(
+    name: str, cal, seed: int, n_steps: int | None, stop: bool = True, options: dict | None = None
+) -> dict:
     """One sampling run of ``cal`` and its row: ESS/s, θ's posterior, the comparison.
 
     ``stop=False`` runs the whole budget ``n_steps`` with the stopping rule off (a
-    fixed-length run, as the peers' runs are)."""
-    kwargs = {} if n_steps is None else {"n_steps": n_steps}
+    fixed-length run, as the peers' runs are); ``options`` go to ``cal.sample``."""
+    kwargs = dict(options or {})
+    if n_steps is not None:
+        kwargs["n_steps"] = n_steps
     if not stop:
         kwargs["autocorr_stop"] = False
     with warnings.catch_warnings(record=True) as caught:
@@ -189,7 +193,8 @@ def measure(name: str, cal, seed: int, n_steps: int | None, stop: bool = True) -
     return {
         "problem": name,
         "seed": seed,
-        "mode": "default" if stop else f"fixed {n_steps} steps",
+        "mode": ("default" if stop else f"fixed {n_steps} steps")
+        + "".join(f", {k}={v}" for k, v in (options or {}).items()),
         "n_dim": cal.n_dim,
         "n_walkers": int(diag["n_walkers"]),
         "n_steps": int(diag["n_steps"]),
@@ -343,6 +348,14 @@ def main(argv: list[str] | None = None) -> dict:
         help="also run calib for this many steps with the stopping rule off, per seed",
     )
     ap.add_argument(
+        "--sample-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to cal.sample (a JSON value, else a string), e.g. "
+        "trajectory_criterion=chees; repeatable",
+    )
+    ap.add_argument(
         "--merge",
         action="store_true",
         help="keep the other problems of an existing --output file",
@@ -365,6 +378,15 @@ def main(argv: list[str] | None = None) -> dict:
     n_steps = 40 if args.quick else args.n_steps
     timing = {"repeats": 1, "number": 3} if args.quick else {"repeats": 5, "number": 20}
 
+    options = {}
+    for item in args.sample_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--sample-option: expected KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
     peer_python = None
     if args.side_by_side:
         from benchmarks import peers_side
@@ -390,6 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
         "match_rule": "every θ mean within 0.2 peer sd and every sd within 20 % of the peer's",
         "peer_note": "peer figures from shared/data/ball_drop/README.md, measured in another "
         "session on a 2-core machine of this kind, not side by side: ratios are indicative",
+        "sample_options": options,
         "side_by_side": bool(peer_python),
         "fixed_steps": args.fixed_steps,
         "problems": {},
@@ -416,12 +439,12 @@ def main(argv: list[str] | None = None) -> dict:
                 )
                 peers.append({k: v for k, v in peer.items() if k != "chain"})
                 print(_fmt_peer(name, seed, peer), flush=True)
-            row = measure(name, cal, seed, n_steps)
+            row = measure(name, cal, seed, n_steps, options=options)
             row["build_s"] = build_s
             rows.append(row)
             print(_fmt(row), flush=True)
             if args.fixed_steps:
-                row = measure(name, cal, seed, args.fixed_steps, stop=False)
+                row = measure(name, cal, seed, args.fixed_steps, stop=False, options=options)
                 fixed.append(row)
                 print(_fmt(row), flush=True)
         cost = per_walker_cost(cal, rows[-1]["_post"], **timing)

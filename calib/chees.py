@@ -33,8 +33,8 @@ scheme for setting trajectory lengths in Hamiltonian Monte Carlo", AISTATS, Algo
   with the acceptance probabilities as weights (x̄' the acceptance-weighted mean of the
   proposals, x̄ the mean of the current states). By default the criterion is divided by
   the trajectory length ``uT`` (TensorFlow Probability's "ChEES rate"), so T maximizes it
-  per gradient evaluation (:func:`log_t_gradient`; 1.5–2× fewer gradients for the same
-  ESS of θ on the peers' problems, docs/benchmarks.md). The step is Adam with β₁ = 0,
+  per gradient evaluation (:func:`log_t_gradient`; 1.0–2.1× the ESS of θ per second on
+  the peers' problems, docs/benchmarks.md). The step is Adam with β₁ = 0,
   β₂ = 0.95 and learning rate 0.05, clipped to ±0.35 in log T, and the frozen value is a
   moving average of log T with weights ``k^(-1/2)`` (as the paper's reference implementation).
 * **Mass matrix**: dense, ``M⁻¹ = Σ = L Lᵀ``, with ``Σ`` the cross-walker covariance of the

@@ -386,6 +386,14 @@ class Posterior(Predictions, Exports, Identifiability):
                 f"the population of '{name}' mixes slowly: try Parameter('{name}', ..., "
                 f"centered={flip}) ({why}); "
             )
+        state = self.info.get("move_state") or {}
+        state = (state.get("parts") or [state])[0]
+        ell = [r["name"] for r in bad if "lengthscale" in r["name"]]
+        if ell and state.get("criterion") == "chees_rate":
+            hint += (
+                f"'{ell[0]}' mixes slowly: a heavy-tailed length-scale wants longer HMC "
+                f"trajectories, try sample(..., trajectory_criterion='chees'); "
+            )
         warnings.warn(
             f"the posterior has not converged after {n} of {budget} steps: {names}{more_s} "
             f"miss R̂ < {t_rhat} or bulk ESS ≥ {t_ess:.0f} (walkers as chains). Do not use "

@@ -388,3 +388,29 @@ def test_trajectory_criterion_is_checked_and_kept_in_the_state():
     cal = _conjugate()
     with pytest.raises(ValueError, match="trajectory_criterion must be one of"):
         cal.sample(n_steps=10, trajectory_criterion="long", progress=False)
+
+
+def test_warning_suggests_longer_trajectories_for_a_slow_lengthscale():
+    """A short run with a δ: its length-scale is among the unconverged quantities, and the
+    warning names the plain-ChEES criterion, only when the rate criterion was used."""
+    from calib import Discrepancy
+
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.0, 1.0, 8)[:, None]
+    sim = FunctionSimulator(
+        lambda X, T: X[:, :1] * T[:, :1], ("x",), ("k",), ("y",), vectorized=True
+    )
+    cal = Calibrator(
+        sim,
+        [Parameter("k", prior=Normal(1, 1))],
+        [Campaign("A", x=x, y=(1.2 * x[:, 0] + 0.1 * rng.standard_normal(8))[:, None])],
+        discrepancy=Discrepancy("shared"),
+        noise="shared",
+    )
+    kw = dict(n_walkers=8, n_steps=24, warmup=12, seed=0, progress=False, autocorr_stop=False)
+    with pytest.warns(ConvergenceWarning, match=r"trajectory_criterion='chees'"):
+        cal.sample(**kw)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cal.sample(trajectory_criterion="chees", **kw)
+    assert not any("trajectory_criterion" in str(w.message) for w in caught)
