@@ -31,10 +31,11 @@ scheme for setting trajectory lengths in Hamiltonian Monte Carlo", AISTATS, Algo
   per-walker gradient estimate (eq. 7, times T for the log scale) is
   ``ĝ_i = u·T · (‖x'_i − x̄'‖² − ‖x_i − x̄‖²) · (x'_i − x̄')·p'_i``, averaged over walkers
   with the acceptance probabilities as weights (x̄' the acceptance-weighted mean of the
-  proposals, x̄ the mean of the current states). By default the criterion is divided by
-  the trajectory length ``uT`` (TensorFlow Probability's "ChEES rate"), so T maximizes it
-  per gradient evaluation (:func:`log_t_gradient`; 1.0–2.1× the ESS of θ per second on
-  the peers' problems, docs/benchmarks.md). The step is Adam with β₁ = 0,
+  proposals, x̄ the mean of the current states). With ``criterion="chees_rate"`` the
+  criterion is divided by the trajectory length ``uT`` (TensorFlow Probability's "ChEES
+  rate"), so T maximizes it per gradient evaluation (:func:`log_t_gradient`): 1.0–2.1× the
+  ESS of θ per second on the peers' problems (docs/benchmarks.md), but its shorter
+  trajectories can leave a walker in a minor mode that plain ChEES crosses. The step is Adam with β₁ = 0,
   β₂ = 0.95 and learning rate 0.05, clipped to ±0.35 in log T, and the frozen value is a
   moving average of log T with weights ``k^(-1/2)`` (as the paper's reference implementation).
 * **Mass matrix**: dense, ``M⁻¹ = Σ = L Lᵀ``, with ``Σ`` the cross-walker covariance of the
@@ -78,11 +79,8 @@ _TARGET_ACCEPT = 0.8
 _DA_GAMMA, _DA_T0, _DA_KAPPA = 0.05, 10.0, 0.75
 # ChEES's Adam on log T (Hoffman et al. 2021, §4), with the update clipped
 _LR, _BETA2, _CLIP = 0.05, 0.95, 0.35
-_DIVERGENCE = 1000.0
-CRITERIA = (
-    "chees_rate",
-    "chees",
-)  # of the trajectory length; the first is the default  # an energy error larger than this marks a divergent trajectory
+_DIVERGENCE = 1000.0  # an energy error larger than this marks a divergent trajectory
+CRITERIA = ("chees", "chees_rate")  # what T maximizes; the first is the default
 
 
 def batched_value_and_grad(
@@ -132,9 +130,9 @@ class ChEESMove(emcee.moves.Move):
     target_accept : float
         Mean acceptance probability the step size is adapted to (0.8). Raise it (0.9–0.99)
         when divergences are reported: a smaller step follows a funnel further.
-    criterion : {"chees_rate", "chees"}
-        T maximizes ChEES per gradient evaluation (default) or per draw (longer
-        trajectories; can help a heavy-tailed hyperparameter mix).
+    criterion : {"chees", "chees_rate"}
+        T maximizes ChEES per draw (default) or per gradient evaluation (shorter
+        trajectories: faster on unimodal posteriors, weaker across modes and tails).
     state : dict, optional
         A :meth:`state_dict` to continue from (resume).
     on_step : callable, optional

@@ -377,14 +377,14 @@ def test_log_t_gradient_is_the_derivative_of_the_criterion(criterion):
 def test_trajectory_criterion_is_checked_and_kept_in_the_state():
     with pytest.raises(ValueError, match="criterion must be one of"):
         ChEESMove(_value_and_grad, 10, criterion="esjd")
-    move = ChEESMove(_value_and_grad, 10, criterion="chees")
+    move = ChEESMove(_value_and_grad, 10, criterion="chees_rate")
     state = move.state_dict()
-    assert state["criterion"] == "chees"
-    assert ChEESMove(_value_and_grad, 10, state=state).criterion == "chees"
+    assert state["criterion"] == "chees_rate"
+    assert ChEESMove(_value_and_grad, 10, state=state).criterion == "chees_rate"
     # a state saved before the criterion was a setting was adapted with plain ChEES
     old = {k: v for k, v in ChEESMove(_value_and_grad, 10).state_dict().items() if k != "criterion"}
     assert ChEESMove(_value_and_grad, 10, state=old).criterion == "chees"
-    assert ChEESMove(_value_and_grad, 10).criterion == "chees_rate"  # the default
+    assert ChEESMove(_value_and_grad, 10).criterion == "chees"  # the default
     cal = _conjugate()
     with pytest.raises(ValueError, match="trajectory_criterion must be one of"):
         cal.sample(n_steps=10, trajectory_criterion="long", progress=False)
@@ -392,7 +392,8 @@ def test_trajectory_criterion_is_checked_and_kept_in_the_state():
 
 def test_warning_suggests_longer_trajectories_for_a_slow_lengthscale():
     """A short run with a δ: its length-scale is among the unconverged quantities, and the
-    warning names the plain-ChEES criterion, only when the rate criterion was used."""
+    warning names the plain-ChEES criterion (the default), only when the rate criterion
+    was used."""
     from calib import Discrepancy
 
     rng = np.random.default_rng(0)
@@ -409,8 +410,8 @@ def test_warning_suggests_longer_trajectories_for_a_slow_lengthscale():
     )
     kw = dict(n_walkers=8, n_steps=24, warmup=12, seed=0, progress=False, autocorr_stop=False)
     with pytest.warns(ConvergenceWarning, match=r"trajectory_criterion='chees'"):
-        cal.sample(**kw)
+        cal.sample(trajectory_criterion="chees_rate", **kw)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cal.sample(trajectory_criterion="chees", **kw)
+        cal.sample(**kw)
     assert not any("trajectory_criterion" in str(w.message) for w in caught)
