@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> dict:
         doc = json.loads(Path(args.table).read_text())
         for name, p in doc["problems"].items():
             diffs = p["model"]["differences"]
-            doc["problems"][name] = summarize(name, p["rows"], p["per_walker_cost"], diffs)
+            keep = {k: p[k] for k in ("side_by_side", "fixed_rows") if k in p}
+            doc["problems"][name] = summarize(name, p["rows"], p["per_walker_cost"], diffs) | keep
         print(table(doc))
         return doc
     problems = [p.strip() for p in args.problems.split(",") if p.strip()]
