@@ -35,9 +35,10 @@ scheme for setting trajectory lengths in Hamiltonian Monte Carlo", AISTATS, Algo
   criterion is divided by the trajectory length ``uT`` (TensorFlow Probability's "ChEES
   rate"), so T maximizes it per gradient evaluation (:func:`log_t_gradient`): 1.0–2.1× the
   ESS of θ per second on the peers' problems (docs/benchmarks.md), but its shorter
-  trajectories can leave a walker in a minor mode that plain ChEES crosses. The step is Adam with β₁ = 0,
-  β₂ = 0.95 and learning rate 0.05, clipped to ±0.35 in log T, and the frozen value is a
-  moving average of log T with weights ``k^(-1/2)`` (as the paper's reference implementation).
+  trajectories can leave a walker in a minor mode that plain ChEES crosses. The step is
+  Adam with β₁ = 0, β₂ = 0.95 and learning rate 0.05, clipped to ±0.35 in log T, and the
+  frozen value is a moving average of log T with weights ``k^(-1/2)`` (as the paper's
+  reference implementation).
 * **Mass matrix**: dense, ``M⁻¹ = Σ = L Lᵀ``, with ``Σ`` the cross-walker covariance of the
   positions pooled over a window of warm-up iterations and shrunk towards ``10⁻³ I`` as Stan
   does for short windows; windows end at 20, 40, 80, ... iterations, the last stretched to 3/4
