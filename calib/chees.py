@@ -38,7 +38,7 @@ scheme for setting trajectory lengths in Hamiltonian Monte Carlo", AISTATS, Algo
   trajectories can leave a walker in a minor mode that plain ChEES crosses. The step is
   Adam with β₁ = 0, β₂ = 0.95 and learning rate 0.05, clipped to ±0.35 in log T, and the
   frozen value is a moving average of log T with weights ``k^(-1/2)`` (as the paper's
-  reference implementation).
+  reference implementation). T is not floored at ε (see :meth:`ChEESMove._adapt`).
 * **Mass matrix**: dense, ``M⁻¹ = Σ = L Lᵀ``, with ``Σ`` the cross-walker covariance of the
   positions pooled over a window of warm-up iterations and shrunk towards ``10⁻³ I`` as Stan
   does for short windows; windows end at 20, 40, 80, ... iterations, the last stretched to 3/4
@@ -391,9 +391,11 @@ class ChEESMove(emcee.moves.Move):
         else:
             self.step_size = new_eps
             self.trajectory = math.exp(log_T)
-        self.trajectory = min(
-            max(self.trajectory, self.step_size), self.max_leapfrog * self.step_size
-        )
+        # T is kept apart from ε: the first iterate of every dual-averaging restart is a
+        # large ε (10ε̄), and a floor of T at ε would have raised T with it at every
+        # metric window (to 11 on surmise's ball drop, where ChEES wants 1.5); an
+        # iteration integrates at least one leapfrog step whatever T is
+        self.trajectory = min(self.trajectory, self.max_leapfrog * self.step_size)
 
     def _window_end(self, k: int) -> bool:
         """Mass-matrix windows end at 20, 40, 80, ... iterations; the last one is stretched to
