@@ -6,6 +6,9 @@ heights 5, 10, 15, 20 m (15 is a simulator height, the others are not).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,29 +17,14 @@ import calib
 from calib import Calibrator, Campaign, Parameter
 from calib._field_coords import FieldOutputs
 from calib.archive import read_study
-from emulators import BasisGPEmulator, GPEmulator
+from emulators import GPEmulator
 from simulators import FunctionSimulator
 
-H = np.arange(1, 17) * 1.5  # simulator heights (m)
-FIELD = np.array([5.0, 10.0, 15.0, 20.0])
-G = 9.81
-
-
-def _drop(X: np.ndarray, T: np.ndarray, h: np.ndarray = H) -> np.ndarray:
-    """Drop time with a drag-like stretch: sqrt(2h/g)·(1 + C h / (40 R))."""
-    R, C = X[:, :1], T[:, :1]
-    return np.sqrt(2 * h[None, :] / G) * (1 + C * h[None, :] / (40 * R))
-
-
-def _sim(heights: np.ndarray = H) -> FunctionSimulator:
-    return FunctionSimulator(
-        lambda X, T: _drop(X, T, heights),
-        ("R",),
-        ("C",),
-        tuple(f"t{k}" for k in range(heights.size)),
-        vectorized=True,
-        output_coords=heights,
-    )
+# the drop-time field shared with the other coordinate tests (tests/reference/drop_field.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
+from drop_field import FIELD, R_FIELD, G, H, fit_basis  # noqa: E402
+from drop_field import drop as _drop  # noqa: E402
+from drop_field import sim as _sim  # noqa: E402
 
 
 def _curvature_bound(R: np.ndarray, C: float, lo: float, hi: float) -> float:
@@ -46,7 +34,6 @@ def _curvature_bound(R: np.ndarray, C: float, lo: float, hi: float) -> float:
     return float(a / 4 * lo**-1.5 + 3 * b / 4 * lo**-0.5)
 
 
-R_FIELD = np.array([0.1, 0.2, 0.4])
 C_TRUE = 0.3
 Y_FIELD = _drop(R_FIELD[:, None], np.full((3, 1), C_TRUE), FIELD) + 0.01 * np.array(
     [[0.3, -1.1, 0.4, 0.9], [-0.2, 0.5, -1.3, 0.1], [1.2, -0.4, 0.2, -0.8]]
@@ -55,11 +42,7 @@ Y_FIELD = _drop(R_FIELD[:, None], np.full((3, 1), C_TRUE), FIELD) + 0.01 * np.ar
 
 @pytest.fixture(scope="module")
 def basis():
-    rng = np.random.default_rng(0)
-    inputs = np.column_stack([rng.uniform(0.05, 0.5, 30), rng.uniform(0.0, 1.0, 30)])
-    outputs = _drop(inputs[:, :1], inputs[:, 1:])
-    em = BasisGPEmulator(n_restarts=None, adam_iter=30, lbfgs_iter=60, seed=0)
-    return em.fit(inputs, outputs), inputs, outputs
+    return fit_basis()
 
 
 def _U(cal: Calibrator, n: int = 6) -> np.ndarray:

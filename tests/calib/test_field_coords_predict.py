@@ -2,14 +2,16 @@
 likelihood: predictions (calib/conditional.py), the identifiability report, the fit figure
 and the study file (issue 16, item 2).
 
-The drop-time field of tests/calib/test_field_coords.py: simulator heights 1.5, 3, …, 24 m,
+The drop-time field of tests/reference/drop_field.py: simulator heights 1.5, 3, …, 24 m,
 field heights 5, 10, 15, 20 m (15 m is a simulator height, the others are interpolated).
 """
 
 from __future__ import annotations
 
 import io
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,32 +22,15 @@ from calib import Calibrator, Campaign, ConvergenceWarning, Discrepancy, Paramet
 from calib.conditional import conditional_mean, predictive
 from calib.priors import HalfNormal, LogNormal
 from calib.study import StudyError, read_study
-from emulators import BasisGPEmulator
 from simulators import FunctionSimulator
 
-H = np.arange(1, 17) * 1.5  # simulator heights (m)
-FIELD = np.array([5.0, 10.0, 15.0, 20.0])
-G = 9.81
-R_FIELD = np.array([0.1, 0.2, 0.4])
+# the drop-time field shared with the other coordinate tests (tests/reference/drop_field.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
+from drop_field import FIELD, R_FIELD, X_NEW, H, fit_basis  # noqa: E402
+from drop_field import drop as _drop  # noqa: E402
+from drop_field import sim as _sim  # noqa: E402
+
 C_TRUE = 0.3
-X_NEW = np.array([[0.15], [0.3]])
-
-
-def _drop(X: np.ndarray, T: np.ndarray, h: np.ndarray = H) -> np.ndarray:
-    """Drop time with a drag-like stretch: sqrt(2h/g)·(1 + C h / (40 R))."""
-    R, C = X[:, :1], T[:, :1]
-    return np.sqrt(2 * h[None, :] / G) * (1 + C * h[None, :] / (40 * R))
-
-
-def _sim() -> FunctionSimulator:
-    return FunctionSimulator(
-        _drop,
-        ("R",),
-        ("C",),
-        tuple(f"t{k}" for k in range(H.size)),
-        vectorized=True,
-        output_coords=H,
-    )
 
 
 Y_FIELD = _drop(R_FIELD[:, None], np.full((3, 1), C_TRUE), FIELD) + 0.01 * np.array(
@@ -66,10 +51,7 @@ def _U(cal: Calibrator, n: int = 5) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def basis():
-    rng = np.random.default_rng(0)
-    inputs = np.column_stack([rng.uniform(0.05, 0.5, 30), rng.uniform(0.0, 1.0, 30)])
-    em = BasisGPEmulator(n_restarts=None, adam_iter=30, lbfgs_iter=60, seed=0)
-    return em.fit(inputs, _drop(inputs[:, :1], inputs[:, 1:]))
+    return fit_basis()[0]
 
 
 # --------------------------------------------------------------------- predictions

@@ -1,13 +1,15 @@
 """Predictions at any output coordinates: ``post.predict(X, campaign, coords=)`` (issue 16,
 item 2), calib/_predict_coords.py and ``coords=`` of calib.conditional.predictive.
 
-The drop-time field of tests/calib/test_field_coords_predict.py: simulator heights 1.5, 3,
+The drop-time field of tests/reference/drop_field.py: simulator heights 1.5, 3,
 …, 24 m, field heights 5, 10, 15, 20 m (15 m is a simulator height). The posteriors are
 prior draws (the predictions are a function of the draws, however they were made).
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,14 +20,14 @@ from calib import Calibrator, Campaign, Discrepancy, Parameter, Posterior
 from calib._predict_coords import check_coords
 from calib.conditional import conditional_mean, predictive
 from calib.priors import HalfNormal, LogNormal
-from emulators import BasisGPEmulator
 from simulators import FunctionSimulator
 
-H = np.arange(1, 17) * 1.5  # simulator heights (m)
-FIELD = np.array([5.0, 10.0, 15.0, 20.0])
-G = 9.81
-R_FIELD = np.array([0.1, 0.2, 0.4])
-X_NEW = np.array([[0.15], [0.3]])
+# the drop-time field shared with the other coordinate tests (tests/reference/drop_field.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
+from drop_field import FIELD, R_FIELD, X_NEW, H, fit_basis  # noqa: E402
+from drop_field import drop as _drop  # noqa: E402
+from drop_field import sim as _sim  # noqa: E402
+
 # new heights between the simulator's (2, 12.5, 23.9), a campaign's own (5, 20), a simulator
 # height (15)
 AT = np.array([2.0, 5.0, 12.5, 15.0, 20.0, 23.9])
@@ -35,23 +37,9 @@ Y_FIELD = np.array(
 DISC = Discrepancy("shared", scale_prior=HalfNormal(0.05), lengthscale_prior=LogNormal(0.0, 0.5))
 
 
-def _drop(X: np.ndarray, T: np.ndarray, h: np.ndarray = H) -> np.ndarray:
-    """Drop time with a drag-like stretch: sqrt(2h/g)·(1 + C h / (40 R))."""
-    R, C = X[:, :1], T[:, :1]
-    return np.sqrt(2 * h[None, :] / G) * (1 + C * h[None, :] / (40 * R))
-
-
-def _sim() -> FunctionSimulator:
-    names = tuple(f"t{k}" for k in range(H.size))
-    return FunctionSimulator(_drop, ("R",), ("C",), names, vectorized=True, output_coords=H)
-
-
 @pytest.fixture(scope="module")
 def basis():
-    rng = np.random.default_rng(0)
-    inputs = np.column_stack([rng.uniform(0.05, 0.5, 30), rng.uniform(0.0, 1.0, 30)])
-    em = BasisGPEmulator(n_restarts=None, adam_iter=30, lbfgs_iter=60, seed=0)
-    return em.fit(inputs, _drop(inputs[:, :1], inputs[:, 1:]))
+    return fit_basis()[0]
 
 
 def _cal(mode: str, basis=None, own: bool = True) -> Calibrator:
