@@ -391,10 +391,8 @@ class ChEESMove(emcee.moves.Move):
         else:
             self.step_size = new_eps
             self.trajectory = math.exp(log_T)
-        # T is kept apart from ε: the first iterate of every dual-averaging restart is a
-        # large ε (10ε̄), and a floor of T at ε would have raised T with it at every
-        # metric window (to 11 on surmise's ball drop, where ChEES wants 1.5); an
-        # iteration integrates at least one leapfrog step whatever T is
+        # no floor at ε: each dual-averaging restart begins near 10ε̄ and would drag T up
+        # with it (docs/model.md); an iteration integrates ≥ 1 leapfrog step whatever T is
         self.trajectory = min(self.trajectory, self.max_leapfrog * self.step_size)
 
     def _window_end(self, k: int) -> bool:
