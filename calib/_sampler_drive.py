@@ -19,6 +19,7 @@ from typing import Any
 import emcee
 import numpy as np
 
+from ._hmc_coords import BetaRhoScores, hmc_coordinates
 from ._sampler_moves import _moves_name, de_moves, pooling_flip
 from ._sampler_posterior import posterior_from_chain
 from ._sampler_starts import _laplace_scatter, find_map
@@ -130,12 +131,18 @@ def _sampler(
             "target_accept": run.target_accept,
             "criterion": run.trajectory_criterion,
         }
+        scores = _scores(model, move_state)
         if flip is None:
             move = ChEESMove(
-                counted(batched_value_and_grad(model)), model.n_dim, run.warmup, **options
+                counted(batched_value_and_grad(model, scores)),
+                model.n_dim,
+                run.warmup,
+                flip=scores,
+                coordinates="model" if scores is None else scores.kind,
+                **options,
             )
         else:
-            move = InterweavedMove.build(model, flip, counted, run.warmup, **options)
+            move = InterweavedMove.build(model, flip, counted, run.warmup, scores, **options)
         if move_state is not None:
             move.load_state_dict(move_state)
         moves = move
@@ -178,6 +185,14 @@ def _continue(model, calibrator, run: _Settings, resume: Checkpoint):
     return _loop(
         model, calibrator, sampler, state, n_done, run, info, counter, move, check_now=True
     )
+
+
+def _scores(model, move_state: dict[str, Any] | None) -> BetaRhoScores | None:
+    """The normal scores of the model's ``BetaRho(1, b)`` length-scales for the gradient
+    move (:mod:`calib._hmc_coords`), unless a resumed chain was adapted without them."""
+    if move_state is not None and move_state.get("coordinates", "model") != BetaRhoScores.kind:
+        return None
+    return hmc_coordinates(model)
 
 
 #: a run whose remaining budget is expected to take longer than this says so (seconds)

@@ -142,6 +142,10 @@ class ChEESMove(emcee.moves.Move):
         Run in the other parameterization's coordinates: ``value_and_grad`` must then be the
         density there (:func:`batched_value_and_grad` with the same ``flip``); the walkers'
         states and log-posteriors stay in the model's.
+    coordinates : str
+        The name of the coordinates the move integrates in, kept in its state so that a
+        resumed chain is rebuilt in them: ``"model"`` or ``"beta-rho-scores"``
+        (:mod:`calib._hmc_coords`).
 
     Notes
     -----
@@ -160,8 +164,10 @@ class ChEESMove(emcee.moves.Move):
         state: dict[str, Any] | None = None,
         on_step: Callable[[int], None] | None = None,
         flip: PoolingFlip | None = None,
+        coordinates: str = "model",
     ):
         self.value_and_grad = value_and_grad
+        self.coordinates = coordinates
         self.n_dim = int(n_dim)
         self.on_step = on_step
         self.flip = flip
@@ -203,6 +209,7 @@ class ChEESMove(emcee.moves.Move):
         "max_leapfrog",
         "target_accept",
         "criterion",
+        "coordinates",
         "iteration",
         "chol",
         "step_size",
@@ -238,7 +245,7 @@ class ChEESMove(emcee.moves.Move):
         if state.get("kind") != "chees-hmc":
             raise ValueError(f"not a ChEES-HMC move state: kind={state.get('kind')!r}")
         # a state saved before the criterion was a setting adapted with plain ChEES
-        state = {"criterion": "chees", **state}
+        state = {"criterion": "chees", "coordinates": "model", **state}
         for k in self._FIELDS:
             v = state[k.lstrip("_")]
             if k in self._MATRICES and v is not None:

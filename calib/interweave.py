@@ -23,6 +23,7 @@ import emcee
 import numpy as np
 import torch
 
+from ._hmc_coords import ComposedFlip
 from .chees import ChEESMove, batched_value_and_grad
 from .likelihood import DTYPE
 
@@ -107,19 +108,30 @@ class InterweavedMove(emcee.moves.Move):
     """
 
     def __init__(self, model_move: ChEESMove, other_move: ChEESMove):
-        if model_move.flip is not None or other_move.flip is None:
-            raise ValueError("InterweavedMove: the second move (only) must carry the flip")
+        if other_move.flip is None or other_move.flip is model_move.flip:
+            raise ValueError("InterweavedMove: the second move must carry the pooling flip")
         self.parts = (model_move, other_move)
         self.iteration = 0
 
     @classmethod
-    def build(cls, model, flip: PoolingFlip, wrap=None, n_warmup: int = 200, **options):
+    def build(
+        cls, model, flip: PoolingFlip, wrap=None, n_warmup: int = 200, scores=None, **options
+    ):
         """Both parts on ``model``'s batched log-posterior (``wrap`` is applied to each
-        value-and-gradient function, e.g. to count calls); ``options`` go to both."""
+        value-and-gradient function, e.g. to count calls); ``options`` go to both. With
+        ``scores`` (:func:`calib._hmc_coords.hmc_coordinates`) both parts integrate the
+        length-scales in their prior's normal scores."""
         wrap = wrap or (lambda f: f)
         d = model.n_dim
+        if scores is not None:
+            options["coordinates"] = scores.kind
+            flip = ComposedFlip(flip, scores)
         even = ChEESMove(
-            wrap(batched_value_and_grad(model)), d, n_warmup=(n_warmup + 1) // 2, **options
+            wrap(batched_value_and_grad(model, scores)),
+            d,
+            n_warmup=(n_warmup + 1) // 2,
+            flip=scores,
+            **options,
         )
         odd = ChEESMove(
             wrap(batched_value_and_grad(model, flip)),
@@ -156,6 +168,7 @@ class InterweavedMove(emcee.moves.Move):
             "n_divergent": sum(p["n_divergent"] for p in parts),
             "step_size": parts[0]["step_size"],
             "trajectory": parts[0]["trajectory"],
+            "coordinates": parts[0]["coordinates"],
             "parts": parts,
         }
 

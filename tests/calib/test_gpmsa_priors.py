@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,13 @@ import torch
 from scipy import integrate, stats
 
 import calib
-from calib import Calibrator, Campaign, Discrepancy, Parameter
 from calib.config import to_config
 from calib.priors import BetaRho, GammaPrecision, Prior, stack
 from calib.study import StudyError, read_study
-from simulators import FunctionSimulator
+
+# the SEPIA-style calibration shared with the other prior tests (tests/reference)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
+from sepia_delta import sepia_calibrator  # noqa: E402
 
 STUDIES = Path(__file__).resolve().parents[1] / "data" / "studies"
 
@@ -194,37 +197,10 @@ def test_dict_and_repr_round_trip(p):
 
 
 # ---------------------------------------------------------------------- in a calibration
-def _eta(X, T):
-    return T[:, :1] * X[:, :1] + 0.1 * X[:, 1:2]
-
-
-def _calibrator() -> Calibrator:
-    """SEPIA's statement of δ and the noise: ρ ~ Beta(1, 0.1) per feature on its range,
-    Gamma priors on the precisions of data standardized by their sd."""
-    sim = FunctionSimulator(_eta, ("r", "h"), ("k",), ("y",), vectorized=True)
-    rng = np.random.default_rng(4)
-    x = np.column_stack([rng.uniform(0, 0.3, 8), rng.uniform(0, 15.0, 8)])
-    y = x[:, 0] + 0.1 * x[:, 1] + 0.05 * rng.standard_normal(8)
-    unit = float(np.std(y))
-    delta = Discrepancy(
-        "shared",
-        scale_prior=GammaPrecision(1.0, 1e-3, unit),
-        lengthscale_prior={"r": BetaRho(1.0, 0.1, 0.3), "h": BetaRho(1.0, 0.1, 15.0)},
-    )
-    return Calibrator(
-        sim,
-        [Parameter("k", lower=0.0, upper=3.0)],
-        [Campaign("A", x=x, y=y)],
-        discrepancy=delta,
-        noise="shared",
-        noise_prior=GammaPrecision(5.0, 5.0, unit),
-    )
-
-
 @pytest.mark.filterwarnings("ignore::calib.ConvergenceWarning")  # 4 steps: a round trip only
 def test_archive_round_trip_keeps_the_priors(tmp_path):
     path = tmp_path / "study.h5"
-    post = _calibrator().sample(
+    post = sepia_calibrator().sample(
         12, 4, seed=1, archive=path, moves="de", progress=False, autocorr_stop=False
     )
     back = calib.load(path)
