@@ -38,7 +38,8 @@ scheme for setting trajectory lengths in Hamiltonian Monte Carlo", AISTATS, Algo
   trajectories can leave a walker in a minor mode that plain ChEES crosses. The step is
   Adam with β₁ = 0, β₂ = 0.95 and learning rate 0.05, clipped to ±0.35 in log T, and the
   frozen value is a moving average of log T with weights ``k^(-1/2)`` (as the paper's
-  reference implementation). T is not floored at ε (see :meth:`ChEESMove._adapt`).
+  reference implementation). T is not floored at the current ε; the rate's T is floored
+  at the ε settled in the last metric window (:meth:`ChEESMove._adapt`).
 * **Mass matrix**: dense, ``M⁻¹ = Σ = L Lᵀ``, with ``Σ`` the cross-walker covariance of the
   positions pooled over a window of warm-up iterations and shrunk towards ``10⁻³ I`` as Stan
   does for short windows; windows end at 20, 40, 80, ... iterations, the last stretched to 3/4
@@ -189,6 +190,7 @@ class ChEESMove(emcee.moves.Move):
         self._reset_adaptation(window_start=0)
         self._window_sum = np.zeros((self.n_dim, self.n_dim))
         self._window_n = 0
+        self._t_floor = 0.0  # T ≥ the step size settled in the last metric window
         self.n_grad_evals = 0
         self.n_divergent = 0
 
@@ -225,6 +227,7 @@ class ChEESMove(emcee.moves.Move):
         "_window_start",
         "_window_sum",
         "_window_n",
+        "_t_floor",
         "n_grad_evals",
         "n_divergent",
     )
@@ -245,7 +248,7 @@ class ChEESMove(emcee.moves.Move):
         if state.get("kind") != "chees-hmc":
             raise ValueError(f"not a ChEES-HMC move state: kind={state.get('kind')!r}")
         # a state saved before the criterion was a setting adapted with plain ChEES
-        state = {"criterion": "chees", "coordinates": "model", **state}
+        state = {"criterion": "chees", "coordinates": "model", "t_floor": 0.0, **state}
         for k in self._FIELDS:
             v = state[k.lstrip("_")]
             if k in self._MATRICES and v is not None:
@@ -392,15 +395,18 @@ class ChEESMove(emcee.moves.Move):
             self.chol = _chol(self._window_sum / n, n * xt1.shape[0])
             self._window_sum = np.zeros((self.n_dim, self.n_dim))
             self._window_n = 0
+            self._t_floor = self.step_size  # settled here; the restart's next ε is ~10×
             self.step_size = new_eps
             self.trajectory = math.exp(log_T)
             self._reset_adaptation(window_start=k)
         else:
             self.step_size = new_eps
             self.trajectory = math.exp(log_T)
-        # no floor at ε: each dual-averaging restart begins near 10ε̄ and would drag T up
-        # with it (docs/model.md); an iteration integrates ≥ 1 leapfrog step whatever T is
-        self.trajectory = min(self.trajectory, self.max_leapfrog * self.step_size)
+        # the rate's estimate, blind below one step, drove T to 0 (docs/model.md): it is
+        # floored at the ε settled in the last window. Not at the current ε, for either
+        # criterion: each restart of the dual averaging begins near 10ε̄ and dragged T up
+        floor = self._t_floor if self.criterion == "chees_rate" else 0.0
+        self.trajectory = min(max(self.trajectory, floor), self.max_leapfrog * self.step_size)
 
     def _window_end(self, k: int) -> bool:
         """Mass-matrix windows end at 20, 40, 80, ... iterations; the last one is stretched to

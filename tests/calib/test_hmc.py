@@ -19,6 +19,7 @@ from scipy.special import logsumexp
 
 from calib import Calibrator, Campaign, ConvergenceWarning, Parameter
 from calib.archive import read_chain
+from calib.chees import CRITERIA
 from calib.diagnostics import ess
 from calib.hmc import ChEESMove, InterweavedMove, PoolingFlip
 from calib.priors import Normal
@@ -143,19 +144,24 @@ def test_adaptation_is_frozen_after_warmup():
     assert again.state_dict() == after
 
 
+@pytest.mark.parametrize("criterion", CRITERIA)
 @pytest.mark.parametrize("d", [2, 6])
-def test_trajectory_adapts_to_the_chees_optimum_of_a_standard_normal(d):
-    """On N(0, I) the exact flow is x cos t + p sin t, and ChEES with t = uT, u ~ U(0, 1)
-    is ∝ E_u sin²(uT), largest at T ≈ 2.25 (the leapfrog at ε ≈ 1 turns a little faster and
-    rounds its steps up, so the adapted T is somewhat shorter). Before 2026-11-28 T was held
-    ≥ ε after every step-size restart, whose first ε is 10× the last: T ended at 5–24 here,
-    four to ten times the gradient evaluations for no gain in ESS."""
+def test_trajectory_adapts_to_the_chees_optimum_of_a_standard_normal(d, criterion):
+    """On N(0, I) the exact flow is x cos t + p sin t, so ‖x_t‖² − ‖x‖² has second moment
+    4d·sin²t and ChEES with t = uT, u ~ U(0, 1) is ∝ E_u sin²(uT), largest at T ≈ 2.25; per
+    unit length ("chees_rate"), (1/T)∫₀ᵀ sin²(s)/s ds, largest where sin²T equals the
+    integral, T ≈ 1.75 (the leapfrog at ε ≈ 1 turns a little faster and rounds its steps up,
+    so the adapted T is somewhat shorter). Before 2026-11-28 T was held ≥ ε after every
+    step-size restart, whose first ε is 10× the last: T ended at 5–24 here. Without that
+    floor the rate's T fell below one step, where its estimate cannot see T, and went to
+    1e-4–1e-2 (one step an iteration): the rate's T is floored at the ε settled in the last
+    metric window."""
 
     def vg(U):
         return -0.5 * np.sum(U * U, 1), -U
 
     for seed in range(3):
-        move = ChEESMove(vg, d, n_warmup=200)
+        move = ChEESMove(vg, d, n_warmup=200, criterion=criterion)
         sampler = emcee.EnsembleSampler(32, d, lambda x: -0.5 * float(x @ x), moves=move)
         sampler.random_state = np.random.RandomState(seed).get_state()
         p0 = 0.5 * np.random.default_rng(seed).standard_normal((32, d))
