@@ -121,10 +121,12 @@ class BetaRhoScores:
 
 class ComposedFlip:
     """Two maps on disjoint columns, applied one after the other (``inner`` nearer the
-    model): the interweaved move's other parameterization in the scores' coordinates."""
+    model): the interweaved move's other parameterization in the scores' coordinates. Its
+    ``kind`` is the inner map's (the pooling flip does not change the coordinates' name)."""
 
     def __init__(self, outer, inner):
         self.outer, self.inner = outer, inner
+        self.kind = inner.kind
 
     def to_model(self, Y: np.ndarray) -> np.ndarray:
         return self.inner.to_model(self.outer.to_model(Y))
@@ -133,7 +135,8 @@ class ComposedFlip:
         return self.outer.to_other(self.inner.to_other(X))
 
     def log_det(self, Y: np.ndarray) -> np.ndarray:
-        return self.outer.log_det(Y) + self.inner.log_det(self.outer.to_model(Y))
+        # each map reads only its own columns, which the other leaves as they are
+        return self.outer.log_det(Y) + self.inner.log_det(Y)
 
     def to_model_torch(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         Z, ld_outer = self.outer.to_model_torch(Y)

@@ -138,7 +138,6 @@ def _sampler(
                 model.n_dim,
                 run.warmup,
                 flip=scores,
-                coordinates="model" if scores is None else scores.kind,
                 **options,
             )
         else:

@@ -142,11 +142,9 @@ class ChEESMove(emcee.moves.Move):
     flip : PoolingFlip, optional
         Run in the other parameterization's coordinates: ``value_and_grad`` must then be the
         density there (:func:`batched_value_and_grad` with the same ``flip``); the walkers'
-        states and log-posteriors stay in the model's.
-    coordinates : str
-        The name of the coordinates the move integrates in, kept in its state so that a
-        resumed chain is rebuilt in them: ``"model"`` or ``"beta-rho-scores"``
-        (:mod:`calib._hmc_coords`).
+        states and log-posteriors stay in the model's. Its ``kind`` (``"model"`` without
+        one) is kept in the state as ``coordinates``, so that a resumed chain is rebuilt in
+        them (:mod:`calib._hmc_coords`).
 
     Notes
     -----
@@ -165,10 +163,9 @@ class ChEESMove(emcee.moves.Move):
         state: dict[str, Any] | None = None,
         on_step: Callable[[int], None] | None = None,
         flip: PoolingFlip | None = None,
-        coordinates: str = "model",
     ):
         self.value_and_grad = value_and_grad
-        self.coordinates = coordinates
+        self.coordinates = getattr(flip, "kind", "model")
         self.n_dim = int(n_dim)
         self.on_step = on_step
         self.flip = flip
@@ -402,9 +399,8 @@ class ChEESMove(emcee.moves.Move):
         else:
             self.step_size = new_eps
             self.trajectory = math.exp(log_T)
-        # the rate's estimate, blind below one step, drove T to 0 (docs/model.md): it is
-        # floored at the ε settled in the last window. Not at the current ε, for either
-        # criterion: each restart of the dual averaging begins near 10ε̄ and dragged T up
+        # the rate's T, blind below one step, went to 0: floored at the last window's ε, not the
+        # current one, whose restart begins near 10ε̄ and would drag T up (docs/model.md)
         floor = self._t_floor if self.criterion == "chees_rate" else 0.0
         self.trajectory = min(max(self.trajectory, floor), self.max_leapfrog * self.step_size)
 

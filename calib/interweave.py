@@ -124,7 +124,6 @@ class InterweavedMove(emcee.moves.Move):
         wrap = wrap or (lambda f: f)
         d = model.n_dim
         if scores is not None:
-            options["coordinates"] = scores.kind
             flip = ComposedFlip(flip, scores)
         even = ChEESMove(
             wrap(batched_value_and_grad(model, scores)),

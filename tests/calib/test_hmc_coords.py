@@ -105,7 +105,8 @@ def test_chain_on_the_heavy_tailed_prior_follows_betas_cdf():
         return lp.detach().numpy(), g.numpy()
 
     W, n_warm, n_keep = 32, 150, 500
-    move = ChEESMove(vg, 2, n_warmup=n_warm, flip=m, coordinates=m.kind)
+    move = ChEESMove(vg, 2, n_warmup=n_warm, flip=m)
+    assert move.coordinates == m.kind
     sampler = emcee.EnsembleSampler(
         W, 2, lambda X: logp(torch.as_tensor(X)).numpy(), vectorize=True, moves=move
     )
