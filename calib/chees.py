@@ -34,12 +34,17 @@ scheme for setting trajectory lengths in Hamiltonian Monte Carlo", AISTATS, Algo
   proposals, x̄ the mean of the current states). With ``criterion="chees_rate"`` the
   criterion is divided by the trajectory length ``uT`` (TensorFlow Probability's "ChEES
   rate"), so T maximizes it per gradient evaluation (:func:`log_t_gradient`): 1.0–2.1× the
-  ESS of θ per second on the peers' problems (docs/benchmarks.md), but its shorter
-  trajectories can leave a walker in a minor mode that plain ChEES crosses. The step is
+  ESS of θ per second on the peers' problems before T was capped (docs/benchmarks.md),
+  but its shorter trajectories can leave a walker in a minor mode that plain ChEES
+  crosses. The step is
   Adam with β₁ = 0, β₂ = 0.95 and learning rate 0.05, clipped to ±0.35 in log T, and the
   frozen value is a moving average of log T with weights ``k^(-1/2)`` (as the paper's
   reference implementation). T is not floored at the current ε; the rate's T is floored
-  at the ε settled in the last metric window (:meth:`ChEESMove._adapt`).
+  at the ε settled in the last metric window (:meth:`ChEESMove._adapt`). T is capped at
+  ``T_MAX`` = 4 posterior sds of the whitened coordinates, in warm-up and frozen: the
+  per-gradient optimum of the means' ESS on a Gaussian, where ChEES picks 2.25, but which
+  ChEES overshoots (5–14) on curved posteriors (:data:`calib._chees_tuning.T_MAX`; the sd
+  is measured on the walkers, :func:`calib._chees_tuning.metric_spread`).
 * **Mass matrix**: dense, ``M⁻¹ = Σ = L Lᵀ``, with ``Σ`` the cross-walker covariance of the
   positions pooled over a window of warm-up iterations and shrunk towards ``10⁻³ I`` as Stan
   does for short windows; windows end at 20, 40, 80, ... iterations, the last stretched to 3/4
@@ -69,6 +74,15 @@ import emcee
 import numpy as np
 import torch
 
+from ._chees_tuning import (
+    CRITERIA,
+    T_MAX,
+    cross_walker_cov,
+    log_t_gradient,
+    metric_spread,
+    shrunk_chol,
+    t_cap,
+)
 from .likelihood import DTYPE
 
 if TYPE_CHECKING:  # only for the hints: the flip is used through its methods
@@ -82,7 +96,6 @@ _DA_GAMMA, _DA_T0, _DA_KAPPA = 0.05, 10.0, 0.75
 # ChEES's Adam on log T (Hoffman et al. 2021, §4), with the update clipped
 _LR, _BETA2, _CLIP = 0.05, 0.95, 0.35
 _DIVERGENCE = 1000.0  # an energy error larger than this marks a divergent trajectory
-CRITERIA = ("chees", "chees_rate")  # what T maximizes; the first is the default
 
 
 def batched_value_and_grad(
@@ -137,6 +150,10 @@ class ChEESMove(emcee.moves.Move):
         trajectories: faster on unimodal posteriors, weaker across modes and tails).
     state : dict, optional
         A :meth:`state_dict` to continue from (resume).
+    t_max : float or None
+        Cap on T in posterior sds of the whitened coordinates, in warm-up and frozen
+        (``T_MAX`` = 4, the means' optimum on a Gaussian, :mod:`calib._chees_tuning`);
+        None: uncapped.
     on_step : callable, optional
         Called with the number of log-posterior-and-gradient evaluations of every call.
     flip : PoolingFlip, optional
@@ -161,6 +178,7 @@ class ChEESMove(emcee.moves.Move):
         target_accept: float = _TARGET_ACCEPT,
         criterion: str = CRITERIA[0],
         state: dict[str, Any] | None = None,
+        t_max: float | None = T_MAX,
         on_step: Callable[[int], None] | None = None,
         flip: PoolingFlip | None = None,
     ):
@@ -180,6 +198,9 @@ class ChEESMove(emcee.moves.Move):
         if criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
         self.criterion = criterion
+        if t_max is not None and not t_max > 0:
+            raise ValueError(f"t_max must be positive or None, got {t_max!r}")
+        self.t_max = None if t_max is None else float(t_max)
         self.iteration = 0  # calls of propose so far
         self.chol: np.ndarray | None = None  # L of the metric Σ = L Lᵀ
         self.step_size = math.nan  # ε (set at the first call)
@@ -188,6 +209,7 @@ class ChEESMove(emcee.moves.Move):
         self._window_sum = np.zeros((self.n_dim, self.n_dim))
         self._window_n = 0
         self._t_floor = 0.0  # T ≥ the step size settled in the last metric window
+        self._t_scale = None  # the cap's unit (None: not measured yet, uncapped)
         self.n_grad_evals = 0
         self.n_divergent = 0
 
@@ -208,6 +230,7 @@ class ChEESMove(emcee.moves.Move):
         "max_leapfrog",
         "target_accept",
         "criterion",
+        "t_max",
         "coordinates",
         "iteration",
         "chol",
@@ -225,6 +248,7 @@ class ChEESMove(emcee.moves.Move):
         "_window_sum",
         "_window_n",
         "_t_floor",
+        "_t_scale",
         "n_grad_evals",
         "n_divergent",
     )
@@ -245,7 +269,13 @@ class ChEESMove(emcee.moves.Move):
         if state.get("kind") != "chees-hmc":
             raise ValueError(f"not a ChEES-HMC move state: kind={state.get('kind')!r}")
         # a state saved before the criterion was a setting adapted with plain ChEES
-        state = {"criterion": "chees", "coordinates": "model", "t_floor": 0.0, **state}
+        state = {
+            "criterion": "chees",
+            "t_max": None,
+            "coordinates": "model",
+            "t_floor": 0.0,
+            **state,
+        }
         for k in self._FIELDS:
             v = state[k.lstrip("_")]
             if k in self._MATRICES and v is not None:
@@ -345,7 +375,7 @@ class ChEESMove(emcee.moves.Move):
     def _init_from(self, x0: np.ndarray) -> None:
         """Initial mass matrix, step size and trajectory from the starting ensemble."""
         # the Laplace scatter is shrunk by 1/2 (calib.sampling): undo that for the metric
-        self.chol = _chol(4.0 * _cov(x0), len(x0))
+        self.chol = shrunk_chol(4.0 * cross_walker_cov(x0), len(x0))
         # a step of 1/√d standard deviations keeps the energy error O(1) at the start
         self.step_size = 1.0 / math.sqrt(self.n_dim) if self.n_dim else 1.0
         self.trajectory = 1.0
@@ -378,8 +408,11 @@ class ChEESMove(emcee.moves.Move):
         wa = self._avg_t**-0.5
         self._logT_avg = wa * log_T + (1.0 - wa) * self._logT_avg
         # ---- the mass matrix: cross-walker variance pooled over the window
-        self._window_sum = self._window_sum + _cov(x_new)
+        self._window_sum = self._window_sum + cross_walker_cov(x_new)
         self._window_n += 1
+        # ---- the cap's unit: the posterior's largest sd in the current metric's coordinates
+        spread = metric_spread(self._window_sum, self._window_n, self.chol)
+        self._t_scale = self._t_scale if spread is None else spread
 
         new_eps = math.exp(log_eps) if math.isfinite(log_eps) else self.step_size
         window_end = self._window_end(k)
@@ -389,7 +422,7 @@ class ChEESMove(emcee.moves.Move):
             self.trajectory = math.exp(self._logT_avg)
         elif window_end:
             n = self._window_n
-            self.chol = _chol(self._window_sum / n, n * xt1.shape[0])
+            self.chol = shrunk_chol(self._window_sum / n, n * xt1.shape[0])
             self._window_sum = np.zeros((self.n_dim, self.n_dim))
             self._window_n = 0
             self._t_floor = self.step_size  # settled here; the restart's next ε is ~10×
@@ -402,7 +435,8 @@ class ChEESMove(emcee.moves.Move):
         # the rate's T, blind below one step, went to 0: floored at the last window's ε, not the
         # current one, whose restart begins near 10ε̄ and would drag T up (docs/model.md)
         floor = self._t_floor if self.criterion == "chees_rate" else 0.0
-        self.trajectory = min(max(self.trajectory, floor), self.max_leapfrog * self.step_size)
+        cap = min(t_cap(self.t_max, self._t_scale), self.max_leapfrog * self.step_size)
+        self.trajectory = min(max(self.trajectory, floor), cap)
 
     def _window_end(self, k: int) -> bool:
         """Mass-matrix windows end at 20, 40, 80, ... iterations; the last one is stretched to
@@ -414,47 +448,3 @@ class ChEESMove(emcee.moves.Move):
             return True
         doubling = k % 20 == 0 and (k // 20) & (k // 20 - 1) == 0
         return doubling and 2 * k <= last
-
-
-def _cov(x: np.ndarray) -> np.ndarray:
-    """Cross-walker covariance of ``x (W, d)``."""
-    c = x - x.mean(axis=0)
-    return c.T @ c / max(x.shape[0] - 1, 1)
-
-
-def _chol(cov: np.ndarray, n: int) -> np.ndarray:
-    """Cholesky factor of the covariance shrunk towards 10⁻³ I with weight 5/(n + 5), as
-    Stan's windowed adaptation regularizes a short window (``n`` draws behind it); the
-    diagonal alone if the estimate is still not positive definite."""
-    d = cov.shape[0]
-    reg = (n / (n + 5.0)) * cov + 1e-3 * (5.0 / (n + 5.0)) * np.eye(d)
-    try:
-        L = np.linalg.cholesky(reg)
-    except np.linalg.LinAlgError:
-        L = np.diag(np.sqrt(np.maximum(np.diag(reg), 1e-12)))
-    return L
-
-
-def log_t_gradient(
-    xt0: np.ndarray, xt1: np.ndarray, p1: np.ndarray, wts: np.ndarray, t: float, criterion: str
-) -> float:
-    """The acceptance-weighted estimate of the criterion's derivative in ``log T``.
-
-    ``xt0``, ``xt1`` (W, d) the walkers before and after a trajectory of length ``t = uT``
-    (preconditioned coordinates), ``p1`` the momenta at its end, ``wts`` the weights
-    (acceptance probabilities, 0 for a divergence). ChEES (Hoffman et al. 2021, eq. 7,
-    times ``t`` for the log scale): ``ĝ_i = t·(‖c1_i‖² − ‖c0_i‖²)·c1_i·p1_i``; the rate
-    ``C/t``: ``(ĝ_i − C_i)/t`` with ``C_i = ¼(‖c1_i‖² − ‖c0_i‖²)²``. ``c1`` is centred on
-    the weighted mean of ``xt1``, ``c0`` on the mean of ``xt0``.
-    """
-    m1 = (wts[:, None] * xt1).sum(axis=0) / wts.sum()
-    c1 = xt1 - m1
-    c0 = xt0 - xt0.mean(axis=0)
-    change = np.sum(c1 * c1, 1) - np.sum(c0 * c0, 1)
-    gi = t * change * np.sum(c1 * p1, 1)
-    if criterion == "chees_rate":
-        # per unit of trajectory length, so per gradient evaluation:
-        # d/dlog t [C/t] = (dC/dlog t − C)/t
-        gi = (gi - 0.25 * change**2) / t
-    gi = np.where(wts > 0, gi, 0.0)
-    return float((wts * gi).sum() / wts.sum())

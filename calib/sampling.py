@@ -158,8 +158,10 @@ def run_sampler(
     trajectory_criterion : {"chees", "chees_rate"}
         What the gradient move's trajectory length is adapted to maximize: the ChEES
         criterion per draw (default) or per gradient evaluation (``"chees_rate"``: shorter
-        trajectories, 1.0–2.1× θ's ESS per second on the peers' problems, but a walker can
-        stay in a minor mode; docs/benchmarks.md).
+        trajectories, 1.0–2.1× θ's ESS per second on the peers' problems before the cap
+        below, but a walker can stay in a minor mode; docs/benchmarks.md). Either way T is
+        capped at 4 posterior sds of the adapted metric's coordinates, where a Gaussian's
+        means mix fastest per gradient (docs/model.md).
     target_ess, target_rhat : float
         The convergence targets of the stopping rule and the verdict.
     time_budget : float, optional
