@@ -20,6 +20,7 @@ import emcee
 import numpy as np
 
 from ._hmc_coords import BetaRhoScores, hmc_coordinates
+from ._sampler_modes import other_modes, warn_other_modes
 from ._sampler_moves import _moves_name, de_moves, pooling_flip
 from ._sampler_posterior import posterior_from_chain
 from ._sampler_starts import _laplace_scatter, find_map
@@ -59,7 +60,8 @@ def _run(model, calibrator, run: _Settings, init: np.ndarray | None, rng: np.ran
     n_walkers = run.n_walkers
     if init is None:
         starts = model.sample_prior(rng, run.n_starts)
-        u_map, lp_map, _ = find_map(model, starts)
+        u_map, lp_map, optima = find_map(model, starts)
+        warn_other_modes(model, other_modes(model, optima, u_map, lp_map), u_map, lp_map)
         p0 = _laplace_scatter(model, u_map, n_walkers, rng)
     else:
         p0 = np.asarray(init, dtype=float)

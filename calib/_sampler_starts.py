@@ -44,18 +44,19 @@ def find_map(
         The best optimum found.
     lp_map : float
         Its log-posterior.
-    values : list of float
-        The log-posterior reached from every start (``-inf`` where a start failed).
+    optima : list of (float, array or None, bool)
+        Every start's end: the log-posterior reached (``-inf`` where the start failed), the
+        position (None there) and whether L-BFGS reported convergence.
     """
     best_u, best = None, -math.inf
-    values = []
+    optima = []
     failures = getattr(model.forward, "failures", None)
     if failures is not None:
         failures.clear()  # what failed during this search
     for u0 in starts:
         f0, _ = _value_and_grad(u0, model)
         if not math.isfinite(f0):
-            values.append(-math.inf)
+            optima.append((-math.inf, None, False))
             continue
         res = optimize.minimize(
             _value_and_grad,
@@ -66,7 +67,7 @@ def find_map(
             options={"maxiter": maxiter},
         )
         val = -float(res.fun) if np.isfinite(res.fun) else -math.inf
-        values.append(val)
+        optima.append((val, np.asarray(res.x, dtype=float), bool(res.success)))
         if val > best:
             best, best_u = val, np.asarray(res.x, dtype=float)
     if best_u is None:
@@ -82,35 +83,41 @@ def find_map(
             "no start gave a finite log-posterior: check that the simulator runs at the "
             "parameters' prior values and that the priors admit the data"
         )
-    return best_u, best, values
+    return best_u, best, optima
 
 
-def _laplace_scatter(model, u_map: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Walkers around the MAP: N(u_map, H⁻¹) from a finite-difference Hessian of the
-    autograd gradient, shrunk by 1/2 so no walker starts in the tails; a small isotropic ball
-    when the Hessian is not negative definite (a flat or funnel-shaped mode)."""
-    d = u_map.size
+def laplace_cov(model, u: np.ndarray) -> np.ndarray | None:
+    """The Laplace covariance H⁻¹ at ``u``, H the Hessian of −log p by central differences
+    of the autograd gradient; None where it is not finite or not positive definite (a flat
+    or funnel-shaped mode)."""
+    d = u.size
     h = 1e-4
     grads = []
     for k in range(d):
         e = np.zeros(d)
         e[k] = h
-        fp, gp = _value_and_grad(u_map + e, model)
-        fm, gm = _value_and_grad(u_map - e, model)
+        fp, gp = _value_and_grad(u + e, model)
+        fm, gm = _value_and_grad(u - e, model)
         if not (math.isfinite(fp) and math.isfinite(fm)):
-            grads = None
-            break
+            return None
         grads.append((gp - gm) / (2 * h))
-    cov = None
-    if grads is not None:
-        H = np.array(grads)  # Hessian of −log p
-        H = 0.5 * (H + H.T)
-        try:
-            w, V = np.linalg.eigh(H)
-            if np.all(w > 1e-10):
-                cov = (V / w) @ V.T
-        except np.linalg.LinAlgError:
-            cov = None
+    H = np.array(grads)
+    H = 0.5 * (H + H.T)
+    try:
+        w, V = np.linalg.eigh(H)
+    except np.linalg.LinAlgError:
+        return None
+    if not np.all(w > 1e-10):
+        return None
+    return (V / w) @ V.T
+
+
+def _laplace_scatter(model, u_map: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Walkers around the MAP: N(u_map, H⁻¹) (:func:`laplace_cov`), shrunk by 1/2 so no
+    walker starts in the tails; a small isotropic ball when the Hessian is not negative
+    definite (a flat or funnel-shaped mode)."""
+    d = u_map.size
+    cov = laplace_cov(model, u_map)
     if cov is None:
         return u_map + 1e-2 * rng.standard_normal((n, d))
     Lc = np.linalg.cholesky(cov + 1e-12 * np.eye(d))
