@@ -60,8 +60,9 @@ __all__ = [
 
 #: step budgets when ``n_steps`` is not given: HMC iterations, or ensemble-move steps
 HMC_STEPS, DE_STEPS = 2000, 4000
-#: warm-up iterations of the HMC move when ``warmup`` is not given (at most half the budget)
-HMC_WARMUP = 200
+#: warm-up iterations of the HMC move when ``warmup`` is not given (at most half the budget);
+#: 200 until the trajectory cap, whose shorter trajectories settle in fewer (docs/model.md)
+HMC_WARMUP = 120
 #: walkers (= chains) of the HMC move when ``n_walkers`` is not given
 HMC_WALKERS = 32
 
@@ -148,7 +149,7 @@ def run_sampler(
         generator state and the move's adapted state are restored, so the continued chain
         equals an uninterrupted run.
     warmup : int, optional
-        Adaptation iterations of the gradient move (discarded). Default 200 (at most
+        Adaptation iterations of the gradient move (discarded). Default 120 (at most
         ``n_steps // 2`` when not sampling into an archive).
     max_leapfrog : int
         Most leapfrog steps per iteration of the gradient move.

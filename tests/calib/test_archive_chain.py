@@ -64,7 +64,7 @@ def test_resume_without_a_checkpoint_starts_afresh(cal, tmp_path):
     path = tmp_path / "s.h5"
     with h5py.File(path, "w"):
         pass  # killed before the first checkpoint: an archive with no /chain
-    # (warmup given: by default a run into an archive warms up for 200 iterations whatever
+    # (warmup given: by default a run into an archive warms up for 120 iterations whatever
     # its budget, so that resuming it to a larger budget equals the uninterrupted run)
     kw = dict(seed=SEED, warmup=60, autocorr_stop=False)
     post = cal.sample(W, 120, archive=path, resume=True, **kw)
