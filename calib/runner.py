@@ -240,7 +240,11 @@ def _drive(
         window = max(64, 8 * backend.workers) if backend.dask else max(4, 2 * backend.workers)
         while todo or in_flight:
             while todo and len(in_flight) < window:
-                chunk = [todo.popleft() for _ in range(min(size, len(todo)))]
+                # a run that was in flight at a worker's death runs alone: sharing a chunk
+                # with the culprit, an innocent run would be at its second death too
+                chunk = [todo.popleft()]
+                while todo and len(chunk) < size and not crashes[chunk[0]] and not crashes[todo[0]]:
+                    chunk.append(todo.popleft())
                 rows = [(i, X[i], T[i]) for i in chunk]
                 fut = backend.submit(_execute, token, payload, rows, timeout, own_timeout, m)
                 in_flight[fut] = chunk

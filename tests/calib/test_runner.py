@@ -183,6 +183,18 @@ def test_a_dying_worker_process_costs_only_its_run():
     assert runs.counts["ok"] == 7
 
 
+def test_a_dying_worker_convicts_only_its_run_when_its_chunk_is_shared():
+    """All eight runs in one chunk: the first death hits them all, so each is a suspect and
+    runs alone after the restart; only the culprit dies a second time. (With the suspects
+    in one chunk again, all eight would die twice and be recorded as errors: seen with the
+    adaptive chunk size, which grows once quick runs have come back.)"""
+    sim = FunctionSimulator(_crash, (), ("k",), ("y",))
+    d = Design(("k",), np.arange(8.0)[:, None], 0)
+    runs = run_design(sim, d, executor=None, progress=False, chunksize=8)
+    assert runs.status[2] == "error" and "worker process died" in runs.errors[2]
+    assert runs.counts["ok"] == 7
+
+
 def test_bad_input_is_refused_before_any_run(tmp_path):
     counter = tmp_path / "calls.txt"
     sim = FunctionSimulator(lambda x, t: _counted(x, t, counter), (), ("k",), ("y",))
