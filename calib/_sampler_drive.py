@@ -23,7 +23,7 @@ from ._hmc_coords import BetaRhoScores, hmc_coordinates
 from ._sampler_modes import other_modes, warn_other_modes
 from ._sampler_moves import _moves_name, de_moves, pooling_flip
 from ._sampler_posterior import posterior_from_chain
-from ._sampler_starts import _laplace_scatter, find_map
+from ._sampler_starts import _laplace_scatter, find_map, laplace_cov
 from .archive.chain import ChainBackend
 from .checkpoint import Checkpoint
 from .hmc import ChEESMove, InterweavedMove, batched_value_and_grad
@@ -61,8 +61,9 @@ def _run(model, calibrator, run: _Settings, init: np.ndarray | None, rng: np.ran
     if init is None:
         starts = model.sample_prior(rng, run.n_starts)
         u_map, lp_map, optima = find_map(model, starts)
-        warn_other_modes(model, other_modes(model, optima, u_map, lp_map), u_map, lp_map)
-        p0 = _laplace_scatter(model, u_map, n_walkers, rng)
+        cov_map = laplace_cov(model, u_map)
+        warn_other_modes(model, other_modes(model, optima, u_map, lp_map, cov_map), u_map, lp_map)
+        p0 = _laplace_scatter(u_map, cov_map, n_walkers, rng)
     else:
         p0 = np.asarray(init, dtype=float)
         if p0.shape != (n_walkers, d):

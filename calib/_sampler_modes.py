@@ -36,6 +36,7 @@ def other_modes(
     optima: list[tuple[float, np.ndarray | None, bool]],
     u_map: np.ndarray,
     lp_map: float,
+    cov_map: np.ndarray | None,
     min_mass: float = MIN_MASS,
     min_distance: float = MIN_DISTANCE,
 ) -> list[dict]:
@@ -43,8 +44,8 @@ def other_modes(
     that lie ``min_distance`` sds of the MAP's Laplace approximation from the MAP and from
     each other and hold at least ``min_mass`` of its mass; each a dict with ``u``,
     ``log_posterior`` and ``mass`` (relative to the MAP mode's), largest mass first.
-    Empty where the MAP's Hessian is not positive definite (no scale to measure by)."""
-    cov_map = laplace_cov(model, u_map)
+    ``cov_map`` is the MAP's :func:`~calib._sampler_starts.laplace_cov`; empty where it is
+    None (the Hessian not positive definite: no scale to measure by)."""
     if cov_map is None:
         return []
     L = np.linalg.cholesky(cov_map + 1e-12 * np.eye(u_map.size))

@@ -112,12 +112,13 @@ def laplace_cov(model, u: np.ndarray) -> np.ndarray | None:
     return (V / w) @ V.T
 
 
-def _laplace_scatter(model, u_map: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Walkers around the MAP: N(u_map, H⁻¹) (:func:`laplace_cov`), shrunk by 1/2 so no
-    walker starts in the tails; a small isotropic ball when the Hessian is not negative
-    definite (a flat or funnel-shaped mode)."""
+def _laplace_scatter(
+    u_map: np.ndarray, cov: np.ndarray | None, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Walkers around the MAP: N(u_map, cov), ``cov`` its :func:`laplace_cov`, shrunk by
+    1/2 so no walker starts in the tails; a small isotropic ball where ``cov`` is None (a
+    flat or funnel-shaped mode)."""
     d = u_map.size
-    cov = laplace_cov(model, u_map)
     if cov is None:
         return u_map + 1e-2 * rng.standard_normal((n, d))
     Lc = np.linalg.cholesky(cov + 1e-12 * np.eye(d))

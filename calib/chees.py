@@ -272,6 +272,7 @@ class ChEESMove(emcee.moves.Move):
         state = {
             "criterion": "chees",
             "t_max": None,
+            "t_scale": None,
             "coordinates": "model",
             "t_floor": 0.0,
             **state,

@@ -243,8 +243,9 @@ def _drive(
                 # a run that was in flight at a worker's death runs alone: sharing a chunk
                 # with the culprit, an innocent run would be at its second death too
                 chunk = [todo.popleft()]
-                while todo and len(chunk) < size and not crashes[chunk[0]] and not crashes[todo[0]]:
-                    chunk.append(todo.popleft())
+                if not crashes[chunk[0]]:
+                    while todo and len(chunk) < size and not crashes[todo[0]]:
+                        chunk.append(todo.popleft())
                 rows = [(i, X[i], T[i]) for i in chunk]
                 fut = backend.submit(_execute, token, payload, rows, timeout, own_timeout, m)
                 in_flight[fut] = chunk

@@ -16,7 +16,7 @@ from scipy.special import logsumexp
 
 from calib import Calibrator, Campaign, ConvergenceWarning, Parameter
 from calib._sampler_modes import other_modes
-from calib._sampler_starts import find_map
+from calib._sampler_starts import find_map, laplace_cov
 from calib.priors import Normal, Uniform
 from simulators import FunctionSimulator
 
@@ -47,7 +47,7 @@ def _quadrature_masses(model) -> tuple[float, float]:
 def test_laplace_mass_of_the_other_mode_against_quadrature():
     model = _calibrator(2, Normal(0.5, 1.0)).model
     u_map, lp_map, optima = find_map(model, model.sample_prior(np.random.default_rng(0), 8))
-    modes = other_modes(model, optima, u_map, lp_map)
+    modes = other_modes(model, optima, u_map, lp_map, laplace_cov(model, u_map))
     assert u_map[0] > 0  # the prior favours θ = +1
     assert len(modes) == 1 and modes[0]["u"][0] < 0
     lo, hi = _quadrature_masses(model)
@@ -59,9 +59,10 @@ def test_laplace_mass_of_the_other_mode_against_quadrature():
 def test_a_mode_below_the_mass_threshold_is_not_reported():
     model = _calibrator(2, Normal(0.5, 1.0)).model
     u_map, lp_map, optima = find_map(model, model.sample_prior(np.random.default_rng(0), 8))
-    assert other_modes(model, optima, u_map, lp_map, min_mass=0.9) == []
+    cov_map = laplace_cov(model, u_map)
+    assert other_modes(model, optima, u_map, lp_map, cov_map, min_mass=0.9) == []
     # the same optimum found twice (the MAP itself) is one mode
-    assert other_modes(model, [(lp_map, u_map, True)] * 3, u_map, lp_map) == []
+    assert other_modes(model, [(lp_map, u_map, True)] * 3, u_map, lp_map, cov_map) == []
 
 
 def test_sample_warns_when_the_walkers_all_start_in_one_of_two_modes():
