@@ -1,37 +1,37 @@
-"""Where the chain starts: the maximum a posteriori by L-BFGS from prior draws
-(:func:`find_map`), and the walkers scattered around it by the Laplace approximation."""
+"""Where the chain starts: the maximum a posteriori by L-BFGS from prior draws, all starts
+in lockstep (:func:`find_map`), and the walkers scattered around it by the Laplace
+approximation."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
-import torch
-from scipy import optimize
 
-from .likelihood import DTYPE
+from ._lbfgs import minimize_batch
+from .chees import batched_value_and_grad
 
 
-def _value_and_grad(u: np.ndarray, model) -> tuple[float, np.ndarray]:
-    """−log p at ``u (n_dim,)`` and its gradient (autograd); ``inf`` and zeros where either
-    is not finite, which L-BFGS treats as a step too far."""
-    # on the CPU, beside scipy's arrays: log_posterior moves U to the model's device and
-    # brings the value (and so the gradient) back
-    U = torch.as_tensor(u.reshape(1, -1), dtype=DTYPE, device="cpu").requires_grad_(True)
-    lp = model.log_posterior(U)[0]
-    if not torch.isfinite(lp):
-        return math.inf, np.zeros_like(u)
-    (g,) = torch.autograd.grad(lp, U)
-    g = g.numpy().reshape(-1)
-    if not np.isfinite(g).all():
-        return math.inf, np.zeros_like(u)
-    return -float(lp.detach()), -g
+def _value_and_grad(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``U (k, n_dim) -> (−log p (k,), its gradient (k, n_dim))``, one batched call;
+    ``inf`` and zeros where either is not finite, which L-BFGS treats as a step too far."""
+    # U is put on the CPU beside numpy's arrays: log_posterior moves it to the model's
+    # device and brings the value (and so the gradient) back
+    vg = batched_value_and_grad(model)
+
+    def fn(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lp, g = vg(U)
+        return -lp, -g
+
+    return fn
 
 
 def find_map(
     model, starts: np.ndarray, maxiter: int = 500
-) -> tuple[np.ndarray, float, list[float]]:
-    """Maximize the log-posterior from each start with L-BFGS (torch autograd gradients).
+) -> tuple[np.ndarray, float, list[tuple[float, np.ndarray | None, bool]]]:
+    """Maximize the log-posterior from every start at once: L-BFGS in lockstep, one
+    batched log-posterior call per iteration (:func:`calib._lbfgs.minimize_batch`).
 
     Parameters
     ----------
@@ -46,31 +46,16 @@ def find_map(
         Its log-posterior.
     optima : list of (float, array or None, bool)
         Every start's end: the log-posterior reached (``-inf`` where the start failed), the
-        position (None there) and whether L-BFGS reported convergence.
+        position (None there) and whether L-BFGS converged.
     """
-    best_u, best = None, -math.inf
-    optima = []
     failures = getattr(model.forward, "failures", None)
     if failures is not None:
         failures.clear()  # what failed during this search
-    for u0 in starts:
-        f0, _ = _value_and_grad(u0, model)
-        if not math.isfinite(f0):
-            optima.append((-math.inf, None, False))
-            continue
-        res = optimize.minimize(
-            _value_and_grad,
-            u0,
-            args=(model,),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": maxiter},
-        )
-        val = -float(res.fun) if np.isfinite(res.fun) else -math.inf
-        optima.append((val, np.asarray(res.x, dtype=float), bool(res.success)))
-        if val > best:
-            best, best_u = val, np.asarray(res.x, dtype=float)
-    if best_u is None:
+    fn = _value_and_grad(model)
+    starts = np.asarray(starts, dtype=float)
+    ok = np.isfinite(fn(starts)[0])
+    optima: list[tuple[float, np.ndarray | None, bool]] = [(-math.inf, None, False)] * len(starts)
+    if not ok.any():
         if failures:
             why, x, theta = failures[0]
             names = list(getattr(model.forward.model, "parameter_names", ()))
@@ -83,25 +68,24 @@ def find_map(
             "no start gave a finite log-posterior: check that the simulator runs at the "
             "parameters' prior values and that the priors admit the data"
         )
-    return best_u, best, optima
+    X, f, converged = minimize_batch(fn, starts[ok], maxiter=maxiter)
+    for i, x_i, f_i, c_i in zip(np.flatnonzero(ok), X, f, converged, strict=True):
+        optima[i] = (-float(f_i), x_i, bool(c_i))
+    best = int(np.argmin(f))
+    return X[best], -float(f[best]), optima
 
 
 def laplace_cov(model, u: np.ndarray) -> np.ndarray | None:
     """The Laplace covariance H⁻¹ at ``u``, H the Hessian of −log p by central differences
-    of the autograd gradient; None where it is not finite or not positive definite (a flat
-    or funnel-shaped mode)."""
+    of the autograd gradient (all 2·n_dim points in one batched call); None where it is not
+    finite or not positive definite (a flat or funnel-shaped mode)."""
     d = u.size
     h = 1e-4
-    grads = []
-    for k in range(d):
-        e = np.zeros(d)
-        e[k] = h
-        fp, gp = _value_and_grad(u + e, model)
-        fm, gm = _value_and_grad(u - e, model)
-        if not (math.isfinite(fp) and math.isfinite(fm)):
-            return None
-        grads.append((gp - gm) / (2 * h))
-    H = np.array(grads)
+    E = h * np.eye(d)
+    f, g = _value_and_grad(model)(np.concatenate([u + E, u - E]))
+    if not np.isfinite(f).all():
+        return None
+    H = (g[:d] - g[d:]) / (2 * h)
     H = 0.5 * (H + H.T)
     try:
         w, V = np.linalg.eigh(H)
