@@ -50,10 +50,14 @@ def _beta_rho_terms(x: torch.Tensor, a: Any, b: Any, log_c: Any) -> torch.Tensor
     tensors broadcasting against ``x``; ``log_c = log(span²/8)``); ``-inf`` for ``x ≤ 0``."""
     pos = x > 0
     lx = torch.log(torch.where(pos, x, 1.0))
+    return torch.where(pos, _beta_rho_of_log(lx, a, b, log_c) - lx, -math.inf)
+
+
+def _beta_rho_of_log(lx: torch.Tensor, a: Any, b: Any, log_c: Any) -> torch.Tensor:
+    """:func:`_beta_rho_terms` at ``x = exp(lx)`` plus ``lx``: the density of ``log ℓ``."""
     lt = log_c - 2.0 * lx  # log t, t = −log ρ: from logs, so that no ℓ underflows t to 0
     t = torch.exp(lt)
-    lp = -a * t - (2.0 * b + 1.0) * lx + (b - 1.0) * _log1mexp_over_t(t, lt)
-    return torch.where(pos, lp, -math.inf)
+    return -a * t - (2.0 * b) * lx + (b - 1.0) * _log1mexp_over_t(t, lt)
 
 
 def _gamma_precision_terms(x: torch.Tensor, shape: Any, rate: Any, unit: Any) -> torch.Tensor:
@@ -126,7 +130,11 @@ class BetaRho(Prior):
         a, b = _params(priors, "a", device), _params(priors, "b", device)
         log_c = torch.tensor([p._log_c() for p in priors], dtype=torch.float64, device=device)
         const = sum(p._const() for p in priors)
-        return StackedLogProb(const, lambda x: _beta_rho_terms(x, a, b, log_c))
+        return StackedLogProb(
+            const,
+            lambda x: _beta_rho_terms(x, a, b, log_c),
+            lambda u: _beta_rho_of_log(u, a, b, log_c),
+        )
 
     def scipy(self):
         return _beta_rho(self.a, self.b, scale=self.span)
@@ -183,7 +191,13 @@ class GammaPrecision(Prior):
         shape, rate = _params(priors, "shape", device), _params(priors, "rate", device)
         unit = _params(priors, "unit", device)
         const = sum(p._const() for p in priors)
-        return StackedLogProb(const, lambda x: _gamma_precision_terms(x, shape, rate, unit))
+        # the density of u = log σ: −2 shape · u − rate · unit² · e^(−2u)
+        c2 = rate * unit * unit
+        return StackedLogProb(
+            const,
+            lambda x: _gamma_precision_terms(x, shape, rate, unit),
+            lambda u: -2.0 * shape * u - c2 * torch.exp(-2.0 * u),
+        )
 
     def scipy(self):
         # σ = unit · √rate · T with T = G^(−1/2), G ~ Gamma(shape, 1): λ = G / rate

@@ -61,9 +61,15 @@ class BetaRhoScores:
             "b": torch.as_tensor(self.b, dtype=DTYPE, device=cpu),
         }
 
+    @property
+    def prior_cols(self) -> tuple[int, ...]:
+        """The model's columns whose prior :meth:`to_model_torch_prior` states in ``z``."""
+        return tuple(int(c) for c in self.cols)
+
     @staticmethod
-    def _x_and_log_det(z, log_c, b, lib):
-        """``x = log ℓ`` and ``log |dx/dz|`` of ``z`` (numpy or torch, elementwise)."""
+    def _x_and_log_det(z, log_c, b, lib, det: bool = True):
+        """``x = log ℓ`` and ``log |dx/dz|`` of ``z`` (numpy or torch, elementwise; the
+        latter None unless ``det``)."""
         lnd = (torch.special.log_ndtr if lib is torch else log_ndtr)(-z)  # log Φ(−z)
         logq = lnd / b
         q = lib.exp(logq)
@@ -80,6 +86,8 @@ class BetaRhoScores:
         t = -log1mq
         log_t = lib.where(small, logq + 0.5 * q, lib.log(lib.where(small, 1.0, t)))
         x = log_c - 0.5 * log_t
+        if not det:
+            return x, None
         log_phi = -0.5 * z * z - _HALF_LOG_2PI
         log_det = -lib.log(2.0 * b) + logq + log_phi - lnd - log_t - log1mq
         return x, log_det
@@ -118,6 +126,18 @@ class BetaRhoScores:
         x, ld = self._x_and_log_det(Y[:, cols], log_c, b, torch)
         return Y.index_copy(1, cols, x), ld.sum(dim=1)
 
+    def to_model_torch_prior(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's coordinates and ``Σ log φ(z)`` over the scores: the prior of those
+        columns with every Jacobian, ``p(x(z)) |dx/dz|``, which is N(0, 1) in ``z``
+        exactly. With the model's log-posterior less those columns' prior
+        (``skip_prior=`` :attr:`prior_cols`) it is :meth:`to_model_torch`'s density in
+        fewer operations: neither the BetaRho density nor ``log |dx/dz|`` is evaluated."""
+        cols, log_c, b = (self._t[k].to(Y.device) for k in ("cols", "log_c", "b"))
+        z = Y[:, cols]
+        x, _ = self._x_and_log_det(z, log_c, b, torch, det=False)
+        log_phi = -0.5 * (z * z).sum(dim=1) - len(self.cols) * _HALF_LOG_2PI
+        return Y.index_copy(1, cols, x), log_phi
+
 
 class ComposedFlip:
     """Two maps on disjoint columns, applied one after the other (``inner`` nearer the
@@ -142,6 +162,17 @@ class ComposedFlip:
         Z, ld_outer = self.outer.to_model_torch(Y)
         X, ld_inner = self.inner.to_model_torch(Z)
         return X, ld_outer + ld_inner
+
+    @property
+    def prior_cols(self) -> tuple[int, ...] | None:
+        return getattr(self.inner, "prior_cols", None)
+
+    def to_model_torch_prior(self, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`to_model_torch` with the inner map's prior in place of its Jacobian
+        (:meth:`BetaRhoScores.to_model_torch_prior`)."""
+        Z, ld_outer = self.outer.to_model_torch(Y)
+        X, log_prior = self.inner.to_model_torch_prior(Z)
+        return X, ld_outer + log_prior
 
 
 def hmc_coordinates(model) -> BetaRhoScores | None:

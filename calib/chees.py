@@ -108,10 +108,19 @@ def batched_value_and_grad(
     is not finite get ``-inf`` and a zero gradient.
     """
 
+    # a flip that knows its columns' prior in its own coordinates (the normal scores)
+    # states it there, and the model leaves those columns' prior out: fewer operations
+    skip = getattr(flip, "prior_cols", None)
+    if skip is not None and not model.can_skip_prior(skip):
+        skip = None
+
     def fn(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X = torch.as_tensor(U, dtype=DTYPE).requires_grad_(True)
         if flip is None:
             lp = model.log_posterior(X)
+        elif skip is not None:
+            Xm, log_prior = flip.to_model_torch_prior(X)
+            lp = model.log_posterior(Xm, skip) + log_prior
         else:
             Xm, log_det = flip.to_model_torch(X)
             lp = model.log_posterior(Xm) + log_det

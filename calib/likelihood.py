@@ -227,10 +227,17 @@ class Model:
         return torch.as_tensor(value, dtype=dtype, device=self.device)
 
     # -------------------------------------------------------------------- unpacking
-    def _prior(self, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Log prior with log-Jacobians (W,), θ ``(W, L, q)`` and noise sd ``(W, L)`` or None."""
-        lp, theta = self._prior_plan(U)
+    def _prior(
+        self, U: torch.Tensor, skip: tuple[int, ...] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Log prior with log-Jacobians (W,), θ ``(W, L, q)`` and noise sd ``(W, L)`` or None
+        (``skip``: :meth:`calib.prior_plan.PriorPlan.__call__`)."""
+        lp, theta = self._prior_plan(U, skip)
         return lp, theta, self.noise_block.noise_sd(U, self.slots)
+
+    def can_skip_prior(self, cols: tuple[int, ...]) -> bool:
+        """Whether ``skip_prior=cols`` is allowed (:meth:`calib.prior_plan.PriorPlan.can_skip`)."""
+        return self._prior_plan.can_skip(cols)
 
     def unpack(self, U: torch.Tensor) -> dict[str, torch.Tensor]:
         """Constrained quantities and the log prior (with log-Jacobians) of ``U (W, n_dim)``.
@@ -360,19 +367,22 @@ class Model:
         return ll, mean, failed
 
     # -------------------------------------------------------------------- the posterior
-    def log_posterior(self, U: torch.Tensor) -> torch.Tensor:
+    def log_posterior(
+        self, U: torch.Tensor, skip_prior: tuple[int, ...] | None = None
+    ) -> torch.Tensor:
         """Log-posterior (up to a constant) of ``U (n_walkers, n_dim)`` -> ``(n_walkers,)``.
 
         Walkers whose forward model fails, or whose covariance cannot be factorized, get
         ``-inf``; their count is kept in ``self.failures``. ``U`` may live on any device:
         it is moved to the model's (differentiably) and the result comes back on ``U``'s,
-        so a caller's gradient is on its own device.
+        so a caller's gradient is on its own device. ``skip_prior``: columns whose prior
+        term is left out (:meth:`calib.prior_plan.PriorPlan.can_skip` must hold).
         """
-        return self._log_posterior(U.to(self.device)).to(U.device)
+        return self._log_posterior(U.to(self.device), skip_prior).to(U.device)
 
-    def _log_posterior(self, U: torch.Tensor) -> torch.Tensor:
+    def _log_posterior(self, U: torch.Tensor, skip: tuple[int, ...] | None = None) -> torch.Tensor:
         """:meth:`log_posterior` of ``U`` on the model's device."""
-        lp, theta, noise_sd = self._prior(U)
+        lp, theta, noise_sd = self._prior(U, skip)
         ll, mean, failed = self._log_likelihood(U, theta, noise_sd)
         total = lp + ll
         if (failed is None or not failed.any()) and torch.isfinite(total).all():

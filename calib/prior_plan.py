@@ -12,7 +12,7 @@ assembled from the θ groups and, for the partially pooled parameters, from
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -37,6 +37,12 @@ class _PriorGroup:
     transform: StackedTransform
     log_prob: StackedLogProb
     theta: bool  # the columns are θ of completely or unpooled parameters
+    #: the columns are logs (x = exp(u)) and the prior states the density of u
+    of_log: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        tr = self.transform
+        self.of_log = tr.kind == "lower" and tr.a is None and self.log_prob.of_log is not None
 
 
 def _transform_range(kind: str, lower: float | None, upper: float | None) -> tuple[float, float]:
@@ -163,24 +169,52 @@ class PriorPlan:
         self.slots = slots
         self.joint = [b for b in blocks if type(b).joint_log_prior is not Block.joint_log_prior]
 
-    def __call__(self, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log prior with log-Jacobians ``(W,)`` and θ ``(W, L, q)`` of ``U (W, n_dim)``."""
+    def can_skip(self, cols) -> bool:
+        """Whether ``cols`` are exactly the columns of some groups of no θ, which
+        ``skip=`` can leave out."""
+        want = {int(c) for c in cols}
+        covered = set()
+        for g in self.groups:
+            if want & set(g.cols):
+                if g.theta or not set(g.cols) <= want:
+                    return False
+                covered |= set(g.cols)
+        return covered == want and not self.joint
+
+    def __call__(
+        self, U: torch.Tensor, skip: tuple[int, ...] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log prior with log-Jacobians ``(W,)`` and θ ``(W, L, q)`` of ``U (W, n_dim)``.
+
+        ``skip``: columns whose prior term (with its log-Jacobian) is left out, each a
+        whole group's (:meth:`can_skip`): a caller that integrates those columns in
+        coordinates where it knows their prior in closed form adds it itself
+        (:func:`calib.chees.batched_value_and_grad` with the normal scores of
+        :mod:`calib._hmc_coords`)."""
         W = U.shape[0]
         terms, thetas = [], []
         cols = U if self.perm is None else U[:, self.perm]
+        const = self.const
         for g, u in zip(self.groups, cols.split(self.sizes, dim=1)):
-            x, logdet = g.transform(u)
-            t = g.log_prob(x)
-            t = logdet if t is None else (t if logdet is None else t + logdet)
+            if skip is not None and not g.theta and g.cols[0] in skip:
+                const -= g.transform.const + g.log_prob.const
+                continue
+            if g.of_log:  # x = exp(u): the density of u itself (StackedLogProb.of_log)
+                t = g.log_prob.of_log(u)
+                x = torch.exp(u) if g.theta else None
+            else:
+                x, logdet = g.transform(u)
+                t = g.log_prob(x)
+                t = logdet if t is None else (t if logdet is None else t + logdet)
             if t is not None:
                 terms.append(t)
             if g.theta:
                 thetas.append(x)
         if not terms:
-            lp = torch.full((W,), self.const, dtype=U.dtype, device=U.device)
+            lp = torch.full((W,), const, dtype=U.dtype, device=U.device)
         else:
             lp = (terms[0] if len(terms) == 1 else torch.cat(terms, dim=1)).sum(dim=1)
-            lp = lp + self.const
+            lp = lp + const
         theta = None
         if thetas:
             x = thetas[0] if len(thetas) == 1 else torch.cat(thetas, dim=1)

@@ -17,6 +17,7 @@ from scipy import stats
 from calib import Calibrator, Campaign, Discrepancy, Parameter
 from calib._hmc_coords import BetaRhoScores, ComposedFlip, hmc_coordinates
 from calib._sampler_drive import _scores
+from calib._sampler_moves import pooling_flip
 from calib.archive import read_chain
 from calib.diagnostics import ess
 from calib.hmc import ChEESMove, PoolingFlip
@@ -178,26 +179,7 @@ def test_a_pooled_hierarchy_interweaves_in_the_scores_and_resumes_exactly(tmp_pa
     """Partial pooling and a BetaRho δ: the interweaved move's two parts both integrate the
     length-scale in its scores (the other part through the composed map); the stored
     log-posterior is the model's; a run stopped in the warm-up resumes bit for bit."""
-    rng = np.random.default_rng(7)
-    sim = FunctionSimulator(_eta, ("r", "h"), ("k",), ("y",), vectorized=True)
-    camps = []
-    for l in range(3):
-        x = np.column_stack([rng.uniform(0, 0.3, 6), rng.uniform(0, 15.0, 6)])
-        y = (1.0 + 0.2 * l) * x[:, 0] + 0.1 * x[:, 1] + 0.05 * rng.standard_normal(6)
-        camps.append(Campaign(f"c{l}", x=x, y=y))
-    delta = Discrepancy(
-        "shared",
-        scale_prior=GammaPrecision(1.0, 1e-3, 0.5),
-        lengthscale_prior={"r": BetaRho(1.0, 0.1, 0.3), "h": BetaRho(1.0, 0.1, 15.0)},
-    )
-    cal = Calibrator(
-        sim,
-        [Parameter("k", 0.0, 3.0, pooling="partial")],
-        camps,
-        discrepancy=delta,
-        noise="shared",
-        noise_prior=GammaPrecision(5.0, 5.0, 0.5),
-    )
+    cal = _pooled(seed=7, n=6)
     kw = dict(n_walkers=8, seed=3, warmup=30, autocorr_stop=False, progress=False)
     ref = cal.sample(n_steps=60, **kw)
     state = ref.info["move_state"]
@@ -216,3 +198,76 @@ def test_a_pooled_hierarchy_interweaves_in_the_scores_and_resumes_exactly(tmp_pa
 
 def _eta(X, T):
     return T[:, :1] * X[:, :1] + 0.1 * X[:, 1:2]
+
+
+def _full_path(model, flip, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The move's density in its coordinates the long way: the model's whole log-posterior
+    at x(y) plus log|dx/dy|, and its autograd gradient."""
+    X = torch.tensor(Y, requires_grad=True)
+    Xm, log_det = flip.to_model_torch(X)
+    lp = model.log_posterior(Xm) + log_det
+    (g,) = torch.autograd.grad(lp.sum(), X)
+    return lp.detach().numpy(), g.numpy()
+
+
+@pytest.mark.parametrize("pooled", [False, True], ids=["scores", "composed"])
+def test_the_scores_prior_in_closed_form_equals_the_long_way(pooled):
+    """batched_value_and_grad leaves the BetaRho columns' prior out of the model and adds
+    log φ(z) (their prior in the scores, exactly N(0, 1)): the same density and gradient
+    as the model's whole log-posterior plus log|dx/dz|, deep into both tails of z."""
+    from calib.chees import batched_value_and_grad
+
+    cal = sepia_calibrator() if not pooled else _pooled()
+    model = cal.model
+    scores = hmc_coordinates(model)
+    flip = scores
+    if pooled:
+        flip = ComposedFlip(pooling_flip(model), scores)
+    assert model.can_skip_prior(flip.prior_cols)
+    rng = np.random.default_rng(5)
+    Y = flip.to_other(model.sample_prior(rng, 12))
+    Y[:4, scores.cols] = [[-7.0, 6.0], [9.0, -3.0], [0.0, 15.0], [-20.0, 20.0]]
+    lp, g = batched_value_and_grad(model, flip)(Y)
+    want_lp, want_g = _full_path(model, flip, Y)
+    assert np.isfinite(lp).all()
+    np.testing.assert_allclose(lp, want_lp, rtol=1e-11, atol=1e-9)
+    np.testing.assert_allclose(g, want_g, rtol=1e-8, atol=1e-8)
+
+
+def test_a_group_the_scores_cover_only_in_part_keeps_the_long_way():
+    """BetaRho(2, 0.1) on h shares r's prior group but has no scores: the model cannot
+    leave out only r's term, so the move takes the long way, with the same result."""
+    from calib.chees import batched_value_and_grad
+
+    model = sepia_calibrator(BetaRho(2.0, 0.1, 15.0)).model
+    scores = hmc_coordinates(model)
+    assert not model.can_skip_prior(scores.prior_cols)
+    Y = scores.to_other(model.sample_prior(np.random.default_rng(6), 6))
+    lp, g = batched_value_and_grad(model, scores)(Y)
+    want_lp, want_g = _full_path(model, scores, Y)
+    np.testing.assert_array_equal(lp, want_lp)
+    np.testing.assert_array_equal(g, want_g)
+
+
+def _pooled(seed: int = 8, n: int = 5) -> Calibrator:
+    """Three campaigns of ``n`` points, k partially pooled, a BetaRho δ over (r, h)."""
+    rng = np.random.default_rng(seed)
+    sim = FunctionSimulator(_eta, ("r", "h"), ("k",), ("y",), vectorized=True)
+    camps = []
+    for l in range(3):
+        x = np.column_stack([rng.uniform(0, 0.3, n), rng.uniform(0, 15.0, n)])
+        y = (1.0 + 0.2 * l) * x[:, 0] + 0.1 * x[:, 1] + 0.05 * rng.standard_normal(n)
+        camps.append(Campaign(f"c{l}", x=x, y=y))
+    delta = Discrepancy(
+        "shared",
+        scale_prior=GammaPrecision(1.0, 1e-3, 0.5),
+        lengthscale_prior={"r": BetaRho(1.0, 0.1, 0.3), "h": BetaRho(1.0, 0.1, 15.0)},
+    )
+    return Calibrator(
+        sim,
+        [Parameter("k", 0.0, 3.0, pooling="partial")],
+        camps,
+        discrepancy=delta,
+        noise="shared",
+        noise_prior=GammaPrecision(5.0, 5.0, 0.5),
+    )
