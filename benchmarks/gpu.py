@@ -18,6 +18,10 @@ walkers (prior draws):
 - ``emcee step``: seconds per step of emcee's sampler with the DE mix
   (``calib.sampling.de_moves``; two vectorized calls of half the ensemble per step), the
   mean of ``--steps`` steps after one;
+- ``HMC step``: seconds per iteration of the default gradient move (``ChEESMove``) with
+  ε and T fixed and the same leapfrog counts on both devices, and per gradient
+  evaluation inside it (the move's NumPy bookkeeping included), the mean of ``--steps``
+  iterations after one;
 - ``agreement``: the largest relative difference CPU vs CUDA of the values (per walker)
   and of the gradients (relative to the largest component);
 - ``fit``: ``GPEmulator.fit`` on ``--fit-n`` runs (default 500) on both devices, and on the
@@ -52,7 +56,7 @@ import torch  # noqa: E402
 from scipy.stats import qmc  # noqa: E402
 
 from calib import Calibrator, Campaign, Parameter  # noqa: E402
-from calib.hmc import batched_value_and_grad  # noqa: E402
+from calib.hmc import ChEESMove, batched_value_and_grad  # noqa: E402
 from calib.sampling import de_moves  # noqa: E402
 from emulators import GPEmulator  # noqa: E402
 
@@ -152,12 +156,39 @@ def emcee_step_seconds(cal: Calibrator, U: np.ndarray, steps: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
+#: the HMC step's fixed kernel for the timing: ε and T in the metric's units (the metric
+#: is the walkers' start covariance), at most T/ε = 8 leapfrog steps per iteration
+HMC_STEP_SIZE, HMC_TRAJECTORY = 0.05, 0.4
+
+
+def hmc_step_seconds(cal: Calibrator, U: np.ndarray, steps: int) -> tuple[float, float]:
+    """Seconds per iteration of calib's gradient move (``ChEESMove``, what ``sample()``
+    runs by default) and per gradient evaluation inside it, after one iteration that sets
+    the metric. ε and T are fixed (:data:`HMC_STEP_SIZE`, :data:`HMC_TRAJECTORY`) and the
+    sampler's generator seeded, so that every device runs the same leapfrog counts."""
+    move = ChEESMove(batched_value_and_grad(cal.model), U.shape[1], n_warmup=1)
+    sampler = emcee.EnsembleSampler(
+        U.shape[0], U.shape[1], cal.model.log_posterior_numpy, vectorize=True, moves=[move]
+    )
+    sampler.random_state = np.random.RandomState(0).get_state()
+    state = sampler.run_mcmc(U, 1, skip_initial_state_check=True)
+    move.step_size, move.trajectory = HMC_STEP_SIZE, HMC_TRAJECTORY
+    evals = move.n_grad_evals
+    _sync()
+    t = time.perf_counter()
+    sampler.run_mcmc(state, steps, skip_initial_state_check=True)
+    _sync()
+    dt = time.perf_counter() - t
+    return dt / steps, dt / (move.n_grad_evals - evals)
+
+
 def measure(
     cals: dict[str, Calibrator], n_walkers: int, repeats: int, steps: int, budget_s: float
 ) -> dict:
     model = next(iter(cals.values())).model
     U = model.sample_prior(np.random.default_rng(2), n_walkers)
-    out: dict = {k: {} for k in ("value_s", "value_grad_s", "emcee_step_s", "calls", "results")}
+    keys = ("value_s", "value_grad_s", "emcee_step_s", "hmc_step_s", "hmc_grad_s", "calls")
+    out: dict = {k: {} for k in (*keys, "results")}
     for dev, cal in cals.items():
         value, vg = cal.model.log_posterior_numpy, batched_value_and_grad(cal.model)
         t, n, _ = median_seconds(lambda f=value: f(U), repeats, budget_s)
@@ -167,6 +198,8 @@ def measure(
         out["calls"][dev] = [n, n2]
         print(f"  {dev}: value {out['value_s'][dev]:.4g} s, value+grad {t:.4g} s", flush=True)
         out["emcee_step_s"][dev] = emcee_step_seconds(cal, U, steps) if steps else None
+        hmc = hmc_step_seconds(cal, U, steps) if steps else (None, None)
+        out["hmc_step_s"][dev], out["hmc_grad_s"][dev] = hmc
         if dev != "cpu":
             out["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
@@ -225,6 +258,8 @@ def run(args) -> dict:
         ("log-posterior call", "value_s"),
         ("value and gradient", "value_grad_s"),
         ("emcee DE step", "emcee_step_s"),
+        ("HMC step (fixed ε, T)", "hmc_step_s"),
+        ("HMC per gradient", "hmc_grad_s"),
     ):
         cpu, cuda = m[key].get("cpu"), m[key].get("cuda", ABSENT)
         rows.append(
@@ -271,11 +306,11 @@ def print_table(res: dict) -> None:
         f"{p['n_walkers']} walkers; CPU: {res['torch_threads']} torch threads of "
         f"{res['cpu_count']} cores; CUDA: {res['cuda_device']}"
     )
-    print(f"{'':>20} {'CPU s':>20} {'CUDA s':>12} {'CPU/CUDA':>10}")
+    print(f"{'':>22} {'CPU s':>18} {'CUDA s':>12} {'CPU/CUDA':>10}")
     for r in res["rows"]:
         cpu = r["cpu_s"] if isinstance(r["cpu_s"], str) else _fmt(r["cpu_s"])
         print(
-            f"{r['what']:>20} {cpu:>20} {_fmt(r['cuda_s']):>12} "
+            f"{r['what']:>22} {cpu:>18} {_fmt(r['cuda_s']):>12} "
             f"{_fmt(r['cpu_over_cuda'], spec='.1f'):>10}"
         )
     a = res["agreement"]
