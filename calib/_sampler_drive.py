@@ -104,13 +104,18 @@ def _sampler(
     model, run: _Settings, move_state: dict[str, Any] | None
 ) -> tuple[emcee.EnsembleSampler, dict[str, int], ChEESMove | InterweavedMove | None]:
     """emcee's vectorized sampler on the model, writing through ``run.backend``, a counter
-    of forward-model failures, and the gradient move (None for ensemble moves)."""
-    counter = {"fail": 0, "calls": 0}
+    of forward-model failures and failed factorizations, and the gradient move (None for
+    ensemble moves)."""
+    counter = {"fail": 0, "factor": 0, "calls": 0}
+
+    def count(n: int) -> None:
+        counter["fail"] += model.failures - model.factor_failures
+        counter["factor"] += model.factor_failures
+        counter["calls"] += n
 
     def logp(U: np.ndarray) -> np.ndarray:
         out = model.log_posterior_numpy(U)
-        counter["fail"] += model.failures
-        counter["calls"] += U.shape[0]
+        count(U.shape[0])
         return out
 
     move = None
@@ -119,8 +124,7 @@ def _sampler(
         def counted(vg):
             def fn(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 out = vg(U)
-                counter["fail"] += model.failures
-                counter["calls"] += U.shape[0]
+                count(U.shape[0])
                 return out
 
             return fn
@@ -297,7 +301,7 @@ def _loop(
             if backend.due(completes or out_of_time):
                 # emcee's state is in the backend; the move's adapted state is added here
                 backend.checkpoint(_with_move_state(info, move), stopped_early, completes)
-    model.warn_failures(counter["fail"], counter["calls"])
+    model.warn_failures(counter["fail"], counter["calls"], counter["factor"])
     info = _with_move_state(info, move)
     post = posterior_from_chain(
         calibrator,

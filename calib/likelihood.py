@@ -65,6 +65,8 @@ from .priors import Prior
 __all__ = ["Model", "NOISE_MODES", "SimulatorWarning"]
 
 DTYPE = torch.float64
+#: in sampling, failed factorizations are warned of above this share of the evaluations
+FACTOR_FAILURE_WARN = 1e-3
 
 
 class SimulatorWarning(UserWarning):
@@ -183,7 +185,9 @@ class Model:
         self.slots, self.n_dim, self.labels = layout(self.blocks)
         self._prior_plan = PriorPlan(self.blocks, self.slots, self.n_dim, self.L, self.device)
         self._build_likelihood_plan()
-        self.failures = 0  # forward-model failures seen by the last log_posterior call
+        # walkers of the last log_posterior call whose forward model failed or whose
+        # covariance could not be factorized; of those, the latter alone
+        self.failures = self.factor_failures = 0
 
     def _build_likelihood_plan(self) -> None:
         """Indices, masks and constants of eqs. 6–7 for the observed entries, built once."""
@@ -344,10 +348,11 @@ class Model:
 
     def _log_likelihood(
         self, U: torch.Tensor, theta: torch.Tensor, noise_sd: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Eq. 7 (δ and the emulator's error integrated out): ll (W,), the forward mean at
-        the evaluated entries and the failed walkers, or None when none failed. An
-        emulator's mean is not checked here (see :meth:`log_posterior`)."""
+        the evaluated entries, the walkers whose forward model failed and those whose
+        covariance could not be factorized (each None when none). An emulator's mean is
+        not checked here (see :meth:`log_posterior`)."""
         mean, emu_cov, failed = self._forward(theta)
         r = self._residuals(mean, self._t_res_idx)
         if self._diagonal:
@@ -359,12 +364,10 @@ class Model:
             )
             quad = (r * r / var).sum(dim=(1, 2))
             logdet = torch.log(var).sum(dim=(1, 2))
-            return -0.5 * (quad + logdet + self.N * _LOG_2PI), mean, failed
+            return -0.5 * (quad + logdet + self.N * _LOG_2PI), mean, failed, None
         C = self._covariance(U, noise_sd, emu_cov, self._t_emu_idx)
         ll, bad = self._gaussian(C, r)
-        if bad is not None:
-            failed = bad if failed is None else failed | bad
-        return ll, mean, failed
+        return ll, mean, failed, bad
 
     # -------------------------------------------------------------------- the posterior
     def log_posterior(
@@ -373,7 +376,8 @@ class Model:
         """Log-posterior (up to a constant) of ``U (n_walkers, n_dim)`` -> ``(n_walkers,)``.
 
         Walkers whose forward model fails, or whose covariance cannot be factorized, get
-        ``-inf``; their count is kept in ``self.failures``. ``U`` may live on any device:
+        ``-inf``; their count is kept in ``self.failures``, the latter's alone in
+        ``self.factor_failures``. ``U`` may live on any device:
         it is moved to the model's (differentiably) and the result comes back on ``U``'s,
         so a caller's gradient is on its own device. ``skip_prior``: columns whose prior
         term is left out (:meth:`calib.prior_plan.PriorPlan.can_skip` must hold).
@@ -383,10 +387,10 @@ class Model:
     def _log_posterior(self, U: torch.Tensor, skip: tuple[int, ...] | None = None) -> torch.Tensor:
         """:meth:`log_posterior` of ``U`` on the model's device."""
         lp, theta, noise_sd = self._prior(U, skip)
-        ll, mean, failed = self._log_likelihood(U, theta, noise_sd)
+        ll, mean, failed, bad = self._log_likelihood(U, theta, noise_sd)
         total = lp + ll
-        if (failed is None or not failed.any()) and torch.isfinite(total).all():
-            self.failures = 0
+        if failed is None and bad is None and torch.isfinite(total).all():
+            self.failures = self.factor_failures = 0
             return total
         # some value is not finite: the forward model failed (non-finite mean), the
         # factorization failed, or the prior is zero; eq. 8's rules, walker by walker
@@ -394,8 +398,12 @@ class Model:
             bad_mean = ~torch.isfinite(mean).flatten(1).all(dim=1)
             failed = bad_mean if failed is None else failed | bad_mean
         ok = torch.isfinite(lp)
-        self.failures = int((failed & ok).sum())
-        ll = torch.where(failed | ~torch.isfinite(ll), torch.full_like(ll, -math.inf), ll)
+        none = torch.zeros_like(ok)
+        failed = none if failed is None else failed
+        bad = none if bad is None else bad & ~failed
+        self.failures = int(((failed | bad) & ok).sum())
+        self.factor_failures = int((bad & ok).sum())
+        ll = torch.where(failed | bad | ~torch.isfinite(ll), torch.full_like(ll, -math.inf), ll)
         return torch.where(ok, lp + ll, torch.full_like(lp, -math.inf))
 
     def log_posterior_numpy(self, U: np.ndarray) -> np.ndarray:
@@ -404,12 +412,26 @@ class Model:
             out = self.log_posterior(torch.as_tensor(np.atleast_2d(U), dtype=DTYPE)).numpy()
         return np.where(np.isnan(out), -np.inf, out)
 
-    def warn_failures(self, count: int, total: int) -> None:
-        if count:
+    def warn_failures(self, count: int, total: int, factor: int | None = None) -> None:
+        """Warn of ``count`` failed evaluations of ``total``. With ``factor`` (sampling),
+        ``count`` is the forward model's alone and the ``factor`` failed factorizations
+        are warned of above :data:`FACTOR_FAILURE_WARN` of ``total`` only: a trajectory
+        that wanders where the covariance is singular is rejected there (and, in HMC,
+        counted as divergent)."""
+        if factor is not None and factor > FACTOR_FAILURE_WARN * total:
             warnings.warn(
-                f"the forward model failed (raised, or returned NaN/inf) or the covariance was "
-                f"not positive definite for {count} of {total} evaluations; those got "
-                f"log-posterior -inf",
+                f"the covariance could not be factorized (not positive definite, even with "
+                f"jitter) for {factor} of {total} evaluations ({factor / total:.2%}); those "
+                f"got log-posterior -inf, which cuts the posterior there: tighten the priors "
+                f"of the discrepancy's scale and length-scales",
+                SimulatorWarning,
+                stacklevel=3,
+            )
+        if count:
+            what = "" if factor is not None else " or the covariance was not positive definite"
+            warnings.warn(
+                f"the forward model failed (raised, or returned NaN/inf){what} for {count} of "
+                f"{total} evaluations; those got log-posterior -inf",
                 SimulatorWarning,
                 stacklevel=3,
             )

@@ -364,6 +364,36 @@ def test_failed_factorization_gives_minus_inf_and_is_counted(emulators_fitted):
     assert (b > 0.7).any() and (b <= 0.7).any()
     assert np.all(np.isneginf(lp[b > 0.7])) and np.all(np.isfinite(lp[b <= 0.7]))
     assert model.failures == int((b > 0.7).sum())
+    assert model.factor_failures == model.failures  # the forward model itself was fine
+
+
+def test_failed_factorizations_are_warned_of_above_a_share_in_sampling(emulators_fitted):
+    model = _emu_problem(_Indefinite(emulators_fitted["gp"]), disc="shared")[0].model
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.warn_failures(0, 10_000, factor=10)  # 0.1 %: rejected proposals, no warning
+    with pytest.warns(SimulatorWarning, match=r"could not be factorized .* 11 of 10000"):
+        model.warn_failures(0, 10_000, factor=11)
+    # in sampling the forward model's failures are named alone
+    with pytest.warns(SimulatorWarning) as rec:
+        model.warn_failures(3, 10_000, factor=0)
+    assert [str(w.message) for w in rec] == [
+        "the forward model failed (raised, or returned NaN/inf) for 3 of 10000 evaluations; "
+        "those got log-posterior -inf"
+    ]
+
+
+@pytest.mark.filterwarnings("ignore::calib.ConvergenceWarning")  # a short run
+def test_sampling_warns_of_failed_factorizations_by_their_share(emulators_fitted):
+    """With the covariance indefinite wherever b > 0.7 (30 % of b's prior), the DE moves'
+    proposals land there often: the run warns of the factorizations, not of the forward
+    model."""
+    cal, _ = _emu_problem(_Indefinite(emulators_fitted["gp"]), disc="shared")
+    with pytest.warns(SimulatorWarning) as rec:
+        cal.sample(n_steps=30, n_walkers=24, moves="de", seed=0, progress=False)
+    messages = [str(w.message) for w in rec if issubclass(w.category, SimulatorWarning)]
+    assert any("could not be factorized" in m for m in messages)
+    assert not any("forward model failed" in m for m in messages)
 
 
 # ---------------------------------------------------------------------- ball_drop_2
