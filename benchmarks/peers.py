@@ -129,31 +129,52 @@ def build(name: str, quick: bool):
     raise ValueError(f"unknown problem {name!r}; expected one of {list(PEERS)}")
 
 
+def _with_gradient(cost: dict) -> str:
+    """The table's per-walker cost with the gradient, where the results have it."""
+    key = "ms_per_walker_eval_with_gradient"
+    if key not in cost["16"]:
+        return ""
+    return f" (with gradient {cost['16'][key]:.3f} / {cost['64'][key]:.3f})"
+
+
 def per_walker_cost(cal, post, walkers=(16, 64), repeats: int = 5, number: int = 20) -> dict:
-    """ms per walker-evaluation of one log-posterior call, at each walker count.
+    """ms per walker-evaluation of one log-posterior call, at each walker count: the value
+    alone (``log_posterior_numpy``, what emcee's ensemble moves call) and with its gradient
+    (``batched_value_and_grad`` in the move's coordinates, what the default HMC move calls
+    at every leapfrog step).
 
     The walkers are posterior draws (``post.flat_unconstrained()``), so the call sees the
     region the sampler visits; every count is timed in turn within each repeat, best kept.
     """
+    from calib._hmc_coords import hmc_coordinates
+    from calib.chees import batched_value_and_grad
+
     model = cal.model
     flat = post.flat_unconstrained()
     rng = np.random.default_rng(1)
     Us = {w: flat[rng.integers(0, flat.shape[0], w)] for w in walkers}
-    best = dict.fromkeys(walkers, float("inf"))
-    for w in walkers:
-        model.log_posterior_numpy(Us[w])  # warm the caches before timing
-    for _ in range(repeats):
+    scores = hmc_coordinates(model)
+    vg = batched_value_and_grad(model, scores)
+    Ys = {w: U if scores is None else scores.to_other(U) for w, U in Us.items()}
+    calls = {"value": lambda w: model.log_posterior_numpy(Us[w]), "grad": lambda w: vg(Ys[w])}
+    best = {(k, w): float("inf") for k in calls for w in walkers}
+    for fn in calls.values():
         for w in walkers:
+            fn(w)  # warm the caches before timing
+    for _ in range(repeats):
+        for k, w in best:
             t = time.perf_counter()
             for _ in range(number):
-                model.log_posterior_numpy(Us[w])
-            best[w] = min(best[w], (time.perf_counter() - t) / number)
+                calls[k](w)
+            best[k, w] = min(best[k, w], (time.perf_counter() - t) / number)
     out = {}
     for w in walkers:
-        ms_call = 1e3 * best[w]
+        ms_call, ms_grad = 1e3 * best["value", w], 1e3 * best["grad", w]
         out[str(w)] = {
             "ms_per_call": ms_call,
             "ms_per_walker_eval": ms_call / w,
+            "ms_per_call_with_gradient": ms_grad,
+            "ms_per_walker_eval_with_gradient": ms_grad / w,
             "sepia_ms_per_eval": SEPIA_MS_PER_EVAL,
             "ratio_sepia_over_calib": SEPIA_MS_PER_EVAL / (ms_call / w),
         }
@@ -546,7 +567,8 @@ def table(doc: dict) -> str:
                 f"{rc['median'][0]:.1f}–{rc['median'][1]:.1f}× | "
                 f"{'yes' if p['model']['same_model'] else 'approx.'} | "
                 f"{'yes' if p['posterior_matches_all_seeds'] else 'no'} | "
-                f"{cost['16']['ms_per_walker_eval']:.3f} / {cost['64']['ms_per_walker_eval']:.3f} |"
+                f"{cost['16']['ms_per_walker_eval']:.3f} / {cost['64']['ms_per_walker_eval']:.3f}"
+                f"{_with_gradient(cost)} |"
             )
     sbs = {n: p for n, p in doc["problems"].items() if "side_by_side" in p}
     if sbs:
