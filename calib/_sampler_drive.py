@@ -19,6 +19,7 @@ from typing import Any
 import emcee
 import numpy as np
 
+from ._failures import warn_failures
 from ._hmc_coords import BetaRhoScores, hmc_coordinates
 from ._sampler_modes import other_modes, warn_other_modes
 from ._sampler_moves import _moves_name, de_moves, pooling_flip
@@ -301,7 +302,7 @@ def _loop(
             if backend.due(completes or out_of_time):
                 # emcee's state is in the backend; the move's adapted state is added here
                 backend.checkpoint(_with_move_state(info, move), stopped_early, completes)
-    model.warn_failures(counter["fail"], counter["calls"], counter["factor"])
+    warn_failures(counter["fail"], counter["calls"], counter["factor"])
     info = _with_move_state(info, move)
     post = posterior_from_chain(
         calibrator,

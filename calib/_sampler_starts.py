@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ._lbfgs import minimize_batch
-from .chees import batched_value_and_grad
+from ._value_grad import batched_value_and_grad
 
 
 def _value_and_grad(model) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ._calibrator_checks import check_problem
+from ._failures import warn_failures
 from .campaign import Campaign
 from .discrepancy import Discrepancy
 from .forward import FixedValues, make_forward
@@ -167,7 +168,7 @@ class Calibrator:
             if U.shape[1] != self.n_dim:
                 raise ValueError(f"U: expected shape (n_walkers, {self.n_dim}), got {U.shape}")
             out = self.model.log_posterior_numpy(U)
-        self.model.warn_failures(self.model.failures, int(U.shape[0]))
+        warn_failures(self.model.failures, int(U.shape[0]))
         return out
 
     def to_config(self, sample: dict[str, Any] | None = None) -> dict[str, Any]:

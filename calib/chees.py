@@ -72,7 +72,6 @@ from typing import TYPE_CHECKING, Any
 
 import emcee
 import numpy as np
-import torch
 
 from ._chees_tuning import (
     CRITERIA,
@@ -83,7 +82,7 @@ from ._chees_tuning import (
     shrunk_chol,
     t_cap,
 )
-from .likelihood import DTYPE
+from ._value_grad import batched_value_and_grad
 
 if TYPE_CHECKING:  # only for the hints: the flip is used through its methods
     from .interweave import PoolingFlip
@@ -96,44 +95,6 @@ _DA_GAMMA, _DA_T0, _DA_KAPPA = 0.05, 10.0, 0.75
 # ChEES's Adam on log T (Hoffman et al. 2021, §4), with the update clipped
 _LR, _BETA2, _CLIP = 0.05, 0.95, 0.35
 _DIVERGENCE = 1000.0  # an energy error larger than this marks a divergent trajectory
-
-
-def batched_value_and_grad(
-    model, flip: PoolingFlip | None = None
-) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``U (W, d) -> (log p (W,), ∇ log p (W, d))`` with one batched torch call and autograd.
-
-    With ``flip``, ``U`` are the other parameterization's coordinates and ``log p`` the
-    density there (the model's plus ``log|∂x/∂y|``). Walkers whose log-posterior or gradient
-    is not finite get ``-inf`` and a zero gradient.
-    """
-
-    # a flip that knows its columns' prior in its own coordinates (the normal scores)
-    # states it there, and the model leaves those columns' prior out: fewer operations
-    skip = getattr(flip, "prior_cols", None)
-    if skip is not None and not model.can_skip_prior(skip):
-        skip = None
-
-    def fn(U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        X = torch.as_tensor(U, dtype=DTYPE).requires_grad_(True)
-        if flip is None:
-            lp = model.log_posterior(X)
-        elif skip is not None:
-            Xm, log_prior = flip.to_model_torch_prior(X)
-            lp = model.log_posterior(Xm, skip) + log_prior
-        else:
-            Xm, log_det = flip.to_model_torch(X)
-            lp = model.log_posterior(Xm) + log_det
-        ok = torch.isfinite(lp)
-        (g,) = torch.autograd.grad(torch.where(ok, lp, torch.zeros_like(lp)).sum(), X)
-        lp = lp.detach().numpy().copy()
-        g = g.numpy().copy()
-        bad = ~np.isfinite(lp) | ~np.isfinite(g).all(axis=1)
-        lp[bad] = -np.inf
-        g[bad] = 0.0
-        return lp, g
-
-    return fn
 
 
 class ChEESMove(emcee.moves.Move):

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from ._hmc_coords import ComposedFlip
-from .chees import ChEESMove, batched_value_and_grad
+from ._value_grad import batched_value_and_grad
+from .chees import ChEESMove
 from .likelihood import DTYPE
 
 __all__ = ["PoolingFlip", "InterweavedMove"]

@@ -38,7 +38,6 @@ call").
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
@@ -65,8 +64,6 @@ from .priors import Prior
 __all__ = ["Model", "NOISE_MODES", "SimulatorWarning"]
 
 DTYPE = torch.float64
-#: in sampling, failed factorizations are warned of above this share of the evaluations
-FACTOR_FAILURE_WARN = 1e-3
 
 
 class SimulatorWarning(UserWarning):
@@ -411,30 +408,6 @@ class Model:
         with torch.no_grad():
             out = self.log_posterior(torch.as_tensor(np.atleast_2d(U), dtype=DTYPE)).numpy()
         return np.where(np.isnan(out), -np.inf, out)
-
-    def warn_failures(self, count: int, total: int, factor: int | None = None) -> None:
-        """Warn of ``count`` failed evaluations of ``total``. With ``factor`` (sampling),
-        ``count`` is the forward model's alone and the ``factor`` failed factorizations
-        are warned of above :data:`FACTOR_FAILURE_WARN` of ``total`` only: a trajectory
-        that wanders where the covariance is singular is rejected there (and, in HMC,
-        counted as divergent)."""
-        if factor is not None and factor > FACTOR_FAILURE_WARN * total:
-            warnings.warn(
-                f"the covariance could not be factorized (not positive definite, even with "
-                f"jitter) for {factor} of {total} evaluations ({factor / total:.2%}); those "
-                f"got log-posterior -inf, which cuts the posterior there: tighten the priors "
-                f"of the discrepancy's scale and length-scales",
-                SimulatorWarning,
-                stacklevel=3,
-            )
-        if count:
-            what = "" if factor is not None else " or the covariance was not positive definite"
-            warnings.warn(
-                f"the forward model failed (raised, or returned NaN/inf){what} for {count} of "
-                f"{total} evaluations; those got log-posterior -inf",
-                SimulatorWarning,
-                stacklevel=3,
-            )
 
     # -------------------------------------------------------------------- predictions
     def predictive(

@@ -189,7 +189,7 @@ class PriorPlan:
         ``skip``: columns whose prior term (with its log-Jacobian) is left out, each a
         whole group's (:meth:`can_skip`): a caller that integrates those columns in
         coordinates where it knows their prior in closed form adds it itself
-        (:func:`calib.chees.batched_value_and_grad` with the normal scores of
+        (:func:`calib._value_grad.batched_value_and_grad` with the normal scores of
         :mod:`calib._hmc_coords`)."""
         W = U.shape[0]
         terms, thetas = [], []

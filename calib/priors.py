@@ -207,11 +207,7 @@ class LogNormal(Prior):
             z = (lx - mu) / sigma
             return torch.where(pos, -0.5 * z * z - lx, -math.inf)
 
-        def of_log(u: torch.Tensor) -> torch.Tensor:
-            z = (u - mu) / sigma
-            return -0.5 * z * z
-
-        return StackedLogProb(const, fn, of_log)
+        return StackedLogProb(const, fn, lambda u: -0.5 * ((u - mu) / sigma) ** 2)
 
     def scipy(self):
         return stats.lognorm(s=self.sigma, scale=math.exp(self.mu))
@@ -349,10 +345,7 @@ class Gamma(Prior):
             lp = (shape - 1.0) * torch.log(xs) - rate * xs
             return torch.where(pos, lp, -math.inf)
 
-        def of_log(u: torch.Tensor) -> torch.Tensor:
-            return shape * u - rate * torch.exp(u)
-
-        return StackedLogProb(const, fn, of_log)
+        return StackedLogProb(const, fn, lambda u: shape * u - rate * torch.exp(u))
 
     def scipy(self):
         return stats.gamma(a=self.shape, scale=1.0 / self.rate)

@@ -15,6 +15,7 @@ from scipy import stats
 from scipy.stats import qmc
 
 from calib import Calibrator, Campaign, Discrepancy, Parameter
+from calib._failures import warn_failures
 from calib.discrepancy import KernelOnDistances, kernel_from_sq, sq_dists
 from calib.likelihood import SimulatorWarning
 from calib.parameters import StackedTransform
@@ -367,16 +368,15 @@ def test_failed_factorization_gives_minus_inf_and_is_counted(emulators_fitted):
     assert model.factor_failures == model.failures  # the forward model itself was fine
 
 
-def test_failed_factorizations_are_warned_of_above_a_share_in_sampling(emulators_fitted):
-    model = _emu_problem(_Indefinite(emulators_fitted["gp"]), disc="shared")[0].model
+def test_failed_factorizations_are_warned_of_above_a_share_in_sampling():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.warn_failures(0, 10_000, factor=10)  # 0.1 %: rejected proposals, no warning
+        warn_failures(0, 10_000, factor=10)  # 0.1 %: rejected proposals, no warning
     with pytest.warns(SimulatorWarning, match=r"could not be factorized .* 11 of 10000"):
-        model.warn_failures(0, 10_000, factor=11)
+        warn_failures(0, 10_000, factor=11)
     # in sampling the forward model's failures are named alone
     with pytest.warns(SimulatorWarning) as rec:
-        model.warn_failures(3, 10_000, factor=0)
+        warn_failures(3, 10_000, factor=0)
     assert [str(w.message) for w in rec] == [
         "the forward model failed (raised, or returned NaN/inf) for 3 of 10000 evaluations; "
         "those got log-posterior -inf"
