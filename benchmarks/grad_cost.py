@@ -22,7 +22,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -125,14 +124,17 @@ def main(argv: list[str] | None = None) -> dict:
             f"{name:<15} {this:>8.3f} {'' if other is None else f'{other:9.3f}':>9} "
             f"{'' if ratio is None else '/'.join(f'{x:.3f}' for x in ratio):>10}"
         )
-    git = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=_HERE
-    ).stdout.strip()
+    # this checkout's metadata as the other benchmarks record it (imported here: the
+    # timings run in subprocesses, each with its own source tree first on the path)
+    sys.path = [q for q in sys.path if Path(q or ".").resolve() != _HERE]
+    sys.path.insert(0, here_root)
+    from benchmarks import peers
+
     result = {
         "benchmark": "grad_cost",
         "date": datetime.date.today().isoformat(),
-        "git": git,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": 1},
+        "git": peers._git_head(),
+        "machine": peers.machine(args.note),
         "walkers": args.walkers,
         "calls": args.calls,
         "repeats": args.repeats,

@@ -23,10 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -41,7 +38,7 @@ import torch  # noqa: E402
 from scipy import optimize  # noqa: E402
 
 import emulators  # noqa: E402, F401  (the package, before anything can shadow it)
-from benchmarks import trajectory_cap  # noqa: E402
+from benchmarks import peers, trajectory_cap  # noqa: E402
 from calib._sampler_starts import _value_and_grad, find_map  # noqa: E402
 
 DEFAULT_PROBLEMS = (
@@ -150,18 +147,11 @@ def main(argv: list[str] | None = None) -> dict:
     out_path = Path(args.output)
     if not out_path.is_absolute():
         out_path = _HERE / "results" / out_path
-    git = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=_HERE
-    ).stdout.strip()
     result = {
         "benchmark": "map_search",
         "date": datetime.date.today().isoformat(),
-        "git": git,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch_threads": 1,
-        },
+        "git": peers._git_head(),
+        "machine": peers.machine(args.note),
         "note": args.note,
         "rows": [],
     }
